@@ -1,0 +1,14 @@
+/* One entry per subcommand. Each run function gets argv starting at the
+ * subcommand name and returns the process exit status. */
+#ifndef DEFT_COMMANDS_H
+#define DEFT_COMMANDS_H
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command_t;
+
+int cmd_version(int argc, char **argv);
+
+#endif

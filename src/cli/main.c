@@ -1,0 +1,37 @@
+/* deft: the command-line front end. Dispatches `deft SUBCOMMAND ...` and
+ * turns library error codes into exit statuses. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "util/common.h"
+
+static const command_t commands[] = {
+    {"version", cmd_version, "print the version"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: deft COMMAND [-c CONFIG.yaml] [--key value ...]\n\ncommands:\n");
+    for (size_t i = 0; i < DEFT_ARRAY_LEN(commands); i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`deft COMMAND --help` lists every key of a command with its default.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < DEFT_ARRAY_LEN(commands); i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "deft: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
