@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds deft and runs every test: a release build, then an ASan+UBSan build.
+# Installs what is missing, builds deft and runs every test: a release build,
+# then an ASan+UBSan build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
 jobs=$(nproc)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
