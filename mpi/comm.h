@@ -1,0 +1,82 @@
+/* The communication layer: ranks and the few collectives the stages need,
+ * over MPI. No other layer includes mpi.h; they call comm_*.
+ *
+ * Every rank must make every collective call, in the same order, with an
+ * empty contribution when it has nothing to give. Errors inside a collective
+ * are returned as DEFT_ERR_MPI; a caller that cannot agree on a way out with
+ * the other ranks ends the job with comm_abort. */
+#ifndef DEFT_COMM_H
+#define DEFT_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/common.h"
+
+typedef struct comm comm_t;
+
+/* Initialise MPI (a singleton of one rank when started without mpirun) and
+ * the log's rank. Safe to call again: later calls do nothing. */
+int comm_init(int *argc, char ***argv, deft_err_t *err);
+
+/* All ranks of the job; valid between comm_init and comm_finalize. */
+comm_t *comm_world(void);
+
+int comm_rank(const comm_t *c);
+int comm_size(const comm_t *c);
+
+/* Finalise MPI; every rank calls it once, at the end of a command. */
+void comm_finalize(void);
+
+/* Print the message on this rank and end every rank of the job with status.
+ * For failures the other ranks cannot learn about through a collective. */
+_Noreturn void comm_abort(comm_t *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+int comm_barrier(comm_t *c, deft_err_t *err);
+
+/* Error agreement: each rank says whether it failed; on return *nfailed is
+ * the number of ranks that did, the same on every rank. */
+int comm_agree(comm_t *c, bool failed, int *nfailed, deft_err_t *err);
+
+/* In-place sums over ranks, buf[n] on every rank. int64 sums are exact, so
+ * the result does not depend on the rank count. Lengths beyond one MPI call's
+ * int count are cut into chunks. */
+int comm_allreduce_sum_i64(comm_t *c, int64_t *buf, size_t n, deft_err_t *err);
+
+/* In-place maximum / minimum over ranks, buf[n] on every rank. */
+int comm_allreduce_max_i64(comm_t *c, int64_t *buf, size_t n, deft_err_t *err);
+int comm_allreduce_min_i64(comm_t *c, int64_t *buf, size_t n, deft_err_t *err);
+
+/* In-place double sum, buf[n] on every rank, added in rank order
+ * (((r0 + r1) + r2) + ...) on rank 0 and broadcast: the same bits on every
+ * rank and on every run with this rank count. Note: it does not make a sum
+ * independent of the rank count; a caller that needs that must reduce fixed
+ * units of work, or exact integers. */
+int comm_allreduce_sum_f64(comm_t *c, double *buf, size_t n, deft_err_t *err);
+
+/* Broadcast n bytes from root into buf on every rank. */
+int comm_bcast_bytes(comm_t *c, void *buf, size_t n, int root, deft_err_t *err);
+
+/* Broadcast root's NUL-terminated string: on the other ranks *s is replaced
+ * by a new allocation (freed by the caller; any old value is freed). A NULL
+ * string on root arrives as NULL. */
+int comm_bcast_str(comm_t *c, char **s, int root, deft_err_t *err);
+
+/* Variable-length blobs from every rank, in rank order. */
+typedef struct {
+    char *data;       /* all blobs back to back, rank 0 first, [off[nranks]] bytes */
+    size_t *off;      /* [nranks + 1]: blob of rank r is data[off[r] .. off[r+1]) */
+    int nranks;
+} comm_blobs_t;
+
+int comm_allgather_blobs(comm_t *c, const void *mine, size_t n, comm_blobs_t *out,
+                         deft_err_t *err);
+void comm_blobs_free(comm_blobs_t *b);
+
+/* Largest number of bytes one MPI call moves; bigger transfers are cut into
+ * chunks of at most this size. Lowering it lets tests exercise the chunked
+ * paths on small buffers. 0 restores the default (1 GiB). */
+void comm_set_max_chunk_bytes(size_t bytes);
+
+#endif
