@@ -30,14 +30,18 @@ void st_close(st_set_t *s);
 int st_count(const st_set_t *s);
 const st_tensor_t *st_at(const st_set_t *s, int i);
 const st_tensor_t *st_find(const st_set_t *s, const char *name);  /* NULL if absent */
+/* A string of a file's __metadata__ (first shard that has the key), or NULL. */
+const char *st_metadata(const st_set_t *s, const char *key);
 
 /* Converts a tensor of any float dtype to float32 (n elements into dst). */
 void st_to_f32(const st_tensor_t *t, float *dst);
 int64_t st_numel(const st_tensor_t *t);
 
-/* Parses a header from memory (the fuzzing entry point). */
+/* Parses a header from memory (the fuzzing entry point). The tensors' data
+ * is NULL; release them with st_free_tensors. */
 int st_parse_header(const char *json, size_t len, size_t data_len, const char *file,
                     st_tensor_t **tensors, int *n, deft_err_t *err);
+void st_free_tensors(st_tensor_t *t, int n);
 
 /* Writing: tensors are given as float32 and stored as dtype. The file is
  * written to PATH.tmp, flushed, synced and renamed. */
