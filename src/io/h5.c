@@ -60,6 +60,8 @@ static void quiet_hdf5(void)
 
 const char *h5_path(const h5_file_t *f) { return f->path; }
 
+int64_t h5_file_id(const h5_file_t *f) { return f->id; }
+
 int h5_create(h5_file_t **out, const char *path, deft_err_t *err)
 {
     quiet_hdf5();

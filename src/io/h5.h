@@ -35,6 +35,10 @@ void h5_close(h5_file_t *f);
 
 const char *h5_path(const h5_file_t *f);  /* PATH as given (not the .tmp name) */
 
+/* The open file's hid_t (an int64_t since HDF5 1.10), for writers of objects
+ * these helpers do not cover, such as N-D tensors in checkpoints. */
+int64_t h5_file_id(const h5_file_t *f);
+
 /* Whether a group, dataset or (when attr is non-NULL) attribute exists. */
 bool h5_exists(h5_file_t *f, const char *obj, const char *attr);
 
