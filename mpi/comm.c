@@ -105,11 +105,16 @@ int comm_barrier(comm_t *c, deft_err_t *err)
     return rc == MPI_SUCCESS ? DEFT_OK : mpi_fail(err, rc, "MPI_Barrier");
 }
 
-int comm_agree(comm_t *c, bool failed, int *nfailed, deft_err_t *err)
+int comm_agree(comm_t *c, int mine, int *code, int *first_rank, deft_err_t *err)
 {
-    int mine = failed ? 1 : 0;
-    int rc = MPI_Allreduce(&mine, nfailed, 1, MPI_INT, MPI_SUM, c->mc);
-    return rc == MPI_SUCCESS ? DEFT_OK : mpi_fail(err, rc, "MPI_Allreduce (error agreement)");
+    /* MAXLOC keeps the lowest rank among those holding the largest value. */
+    struct { int value, rank; } in = {mine, c->rank}, out;
+    int rc = MPI_Allreduce(&in, &out, 1, MPI_2INT, MPI_MAXLOC, c->mc);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(err, rc, "MPI_Allreduce (error agreement)");
+    *code = out.value;
+    *first_rank = out.value ? out.rank : -1;
+    return DEFT_OK;
 }
 
 static int allreduce_i64(comm_t *c, int64_t *buf, size_t n, MPI_Op op, const char *what,

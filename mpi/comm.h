@@ -35,9 +35,11 @@ _Noreturn void comm_abort(comm_t *c, int status, const char *fmt, ...)
 
 int comm_barrier(comm_t *c, deft_err_t *err);
 
-/* Error agreement: each rank says whether it failed; on return *nfailed is
- * the number of ranks that did, the same on every rank. */
-int comm_agree(comm_t *c, bool failed, int *nfailed, deft_err_t *err);
+/* Error agreement: each rank passes its status code (0 when it is fine).
+ * On return, the same on every rank: *code is the largest code of any rank
+ * and *first_rank the lowest rank that had it (-1 when every rank was fine),
+ * so that one rank can speak for the failure and all exit the same way. */
+int comm_agree(comm_t *c, int mine, int *code, int *first_rank, deft_err_t *err);
 
 /* In-place sums over ranks, buf[n] on every rank. int64 sums are exact, so
  * the result does not depend on the rank count. Lengths beyond one MPI call's

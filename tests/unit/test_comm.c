@@ -96,10 +96,14 @@ static void test_agree(comm_t *c)
 {
     int rank = comm_rank(c), size = comm_size(c);
     deft_err_t err = {0};
-    int nfailed = -1;
-    CHECK(comm_agree(c, false, &nfailed, &err) == DEFT_OK && nfailed == 0);
-    CHECK(comm_agree(c, rank == size - 1, &nfailed, &err) == DEFT_OK && nfailed == 1);
-    CHECK(comm_agree(c, true, &nfailed, &err) == DEFT_OK && nfailed == size);
+    int code = -1, first = -2;
+    CHECK(comm_agree(c, 0, &code, &first, &err) == DEFT_OK && code == 0 && first == -1);
+    CHECK(comm_agree(c, rank == size - 1 ? 3 : 0, &code, &first, &err) == DEFT_OK);
+    CHECK(code == 3 && first == size - 1);
+    /* Every rank fails, the last one worst; then all with the same code: rank 0 speaks. */
+    CHECK(comm_agree(c, rank == size - 1 ? 5 : 1, &code, &first, &err) == DEFT_OK);
+    CHECK(code == 5 && first == size - 1);
+    CHECK(comm_agree(c, 2, &code, &first, &err) == DEFT_OK && code == 2 && first == 0);
     CHECK(comm_barrier(c, &err) == DEFT_OK);
 }
 
