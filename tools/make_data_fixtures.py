@@ -327,7 +327,7 @@ def make_mixed():
         b'{"chosen": "' + q.encode("unicode_escape") + b' caf\xc3", '
         b'"rejected": "x"}',                                                    # 12 invalid_utf8
         b'{"chosen": "a\xed\xa0\x80", "rejected": "b"}',                        # 13 utf8 (surr.)
-        b'{"chosen": "a\xc0\xaf", "rejected": "b"}',                            # 14 utf8 (overlong)
+        b'{"chosen": "a\xc0\xaf", "rejected": "b"}',                            # 14 overlong
         b'["chosen", "rejected"]',                                              # 15 wrong_type
         b'{"chosen": "a", "chosen": "b", "rejected": "c"}',                     # 16 invalid_json
         b'{"chosen": "\\ud800", "rejected": "c"}',                              # 17 invalid_json
@@ -339,11 +339,12 @@ def make_mixed():
         jl({"prompt": q, "rejected": " b"}),                                    # 23 missing
         jl({"question": "x", "answer": "y"}),                                   # 24 missing
         hh("\n\nHuman: é ü ✓ 😀\n\nAssistant: 日本語の答え。",
-           "\n\nHuman: é ü ✓ 😀\n\nAssistant: Nope."),                          # 25 ok, UTF-8
+           "\n\nHuman: é ü ✓ 😀\n\nAssistant: Nope."),                          # 25 ok
         hh(q + " Late turn.\n\nHuman: more?\n\nAssistant: yes",
            q + " Late turn.\n\nHuman: more?\n\nAssistant: no"),                 # 26 ok (2 markers)
         b"42",                                                                  # 27 wrong_type
-        hh(q + " Last line, no newline.", q + " Bye."),                         # 28 ok
+        hh("\n\nHuman: hi\n\nAssistant: A", "\n\nHuman: hi\n\nAssistant? B"),   # 28 no_marker
+        hh(q + " Last line, no newline.", q + " Bye."),                         # 29 ok
     ]
     return write("mixed.jsonl", lines, end=b"")
 
