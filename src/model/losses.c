@@ -224,34 +224,6 @@ int loss_batch(const loss_params_t *p, const loss_sample_t *samples, int n,
 // ----------------------------------------------------------------------------
 // logits
 
-void loss_logp_backward(const float *z, const int *y, const float *g, const float *lse,
-                        int T, int V, int v0, float *dlogits)
-{
-    for (int t = 0; t < T; t++) {
-        const float *zt = z + (size_t)t * V;
-        float *dt = dlogits + (size_t)t * V;
-        double l;
-        if (lse) {
-            l = lse[t];
-        } else {
-            double mx = -INFINITY, sum = 0;
-            for (int v = 0; v < V; v++)
-                mx = fmax(mx, zt[v]);
-            for (int v = 0; v < V; v++)
-                sum += exp(zt[v] - mx);
-            l = mx + log(sum);
-        }
-        double gt = g[t];
-        if (gt == 0)
-            continue;
-        for (int v = 0; v < V; v++)
-            dt[v] -= (float)(gt * exp(zt[v] - l));
-        int yl = y[t] - v0;
-        if (yl >= 0 && yl < V)
-            dt[yl] += (float)gt;
-    }
-}
-
 void loss_deft_add_dlogits(float *dlogits, int T, int V, const float *qdiff,
                            double omega, double scale)
 {

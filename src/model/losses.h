@@ -1,7 +1,8 @@
 /* Training objectives on top of per-token log-probs: SFT, DPO, PRO and the
  * DEFT distribution-reward term (paper Eq. 10), with exact gradients with
- * respect to every per-token log-prob, and the chain from those gradients
- * (and from R_Q) to the logits. See docs/training.md for the formulas. */
+ * respect to every per-token log-prob, and R_Q with its logits gradient.
+ * The chain from log-prob gradients to logits is the backend's
+ * logsoftmax_gather_bwd. See docs/training.md for the formulas. */
 #ifndef DEFT_LOSSES_H
 #define DEFT_LOSSES_H
 
@@ -77,15 +78,7 @@ double loss_pro_sft_term(const loss_sample_t *s, double w_sft, double scale);
 double loss_softplus(double x);
 
 // ----------------------------------------------------------------------------
-// from log-prob gradients and R_Q to logits
-
-/* dlogits[t, v] += g[t] * (1[v0 + v == y[t]] - exp(z[t, v] - lse[t])), the
- * gradient of sum_t g_t * log_softmax(z_t)[y_t] with respect to z.
- * z, dlogits: (T, V) rows of logits, possibly a vocabulary shard starting at
- * id v0; y, g: (T,); lse: (T,) log-sum-exp of each full row (after any
- * cross-shard reduction), or NULL to compute it from the unsharded z here. */
-void loss_logp_backward(const float *z, const int *y, const float *g, const float *lse,
-                        int T, int V, int v0, float *dlogits);
+// R_Q and its gradient on the logits
 
 /* The DEFT term's gradient on the logits of y_1: d(-omega R_Q)/dz_t is the
  * constant -omega * Q_diff / T for each of the T response positions, scaled
