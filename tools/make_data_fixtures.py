@@ -390,6 +390,10 @@ def make_gz():
     cut = os.path.join(OUT, "trailer-cut.jsonl.gz")
     with open(cut, "wb") as f:
         f.write(gzip.compress(body, mtime=0)[:-4])
+    # Three usable lines whose stream breaks inside the last one.
+    good = b"\n".join(lines[:2] + [hh(q + " Pun intended.", q + " None.")]) + b"\n"
+    with open(os.path.join(OUT, "clean-cut.jsonl.gz"), "wb") as f:
+        f.write(gzip.compress(good, mtime=0)[:-14])
     return path, cut
 
 
@@ -426,7 +430,8 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     files = [(make_mixed(), "auto", None), (make_pro(), "auto", None)]
     small, cut = make_gz()
-    files += [(small, "auto", None), (cut, "auto", None), (make_truncated(), "hh", None),
+    files += [(small, "auto", None), (cut, "auto", None),
+              (os.path.join(OUT, "clean-cut.jsonl.gz"), "auto", None), (make_truncated(), "hh", None),
               (make_long(), "auto", None), (make_cut_plain(), "auto", None),
               (small, "hh", "jokes")]
     files += [("data/hh-rlhf/harmless-base-test.jsonl.gz", "auto", None),
