@@ -28,9 +28,11 @@ typedef struct {
     const char *name;     /* snake_case key */
     cfg_type_t type;
     const char *def;      /* default, as YAML scalar text; NULL: unset unless given */
-    double min, max;      /* inclusive range for CFG_INT/CFG_FLOAT; ignored when min > max */
+    double min, max;      /* inclusive range for CFG_INT/CFG_FLOAT; ignored unless min < max
+                             (max = INFINITY: no upper bound) */
     const char *choices;  /* CFG_ENUM: "dpo|pro|sft" */
     const char *help;     /* one line, shown by --help and docs/config.md */
+    bool min_open;        /* the range excludes min: (min, max] */
 } cfg_key_t;
 
 typedef struct {
