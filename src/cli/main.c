@@ -8,6 +8,7 @@
 
 static const command_t commands[] = {
     {"version", cmd_version, "print the version"},
+    {"config-doc", cmd_config_doc, "print the reference of every config key (Markdown)"},
 };
 
 static void usage(FILE *f)
