@@ -1,0 +1,102 @@
+/* deft qdiff: count tokens of preferred and rejected responses and write
+ * Q_diff (DEFT, Eq. 3) to HDF5, under mpirun with any number of ranks.
+ * Reads the `qdiff` section of the config and the shared keys data,
+ * tokenizer, strict and keep_file_order. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli/commands.h"
+#include "config/config.h"
+#include "mpi/comm.h"
+#include "stages/qdiff.h"
+#include "util/log.h"
+
+#ifndef DEFT_VERSION
+#define DEFT_VERSION "0.1.0"
+#endif
+
+/* Every rank loads the same tokenizer and fails the same way: agree, so
+ * that the message is printed once. */
+static int load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok,
+                          deft_err_t *err)
+{
+    int rc = path ? tok_load(tok, path, err)
+                  : deft_fail(err, DEFT_ERR_USAGE, "qdiff: no tokenizer: give --tokenizer "
+                              "PATH (a model folder, tokenizer.json or tokenizer.model)");
+    int agreed = 0, first = -1;
+    deft_err_t merr;
+    if (comm_agree(comm, rc, &agreed, &first, &merr)) {
+        *err = merr;
+        return DEFT_ERR_MPI;
+    }
+    if (agreed && comm_rank(comm) != first)
+        err->msg[0] = '\0';
+    if (agreed && !rc) {
+        tok_free(*tok);
+        *tok = NULL;
+    }
+    return agreed;
+}
+
+static int qdiff_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
+{
+    int ndata = cfg_data_len(cfg);
+    if (ndata < 1)
+        return deft_fail(err, DEFT_ERR_USAGE, "qdiff: no data files: give --data FILE... "
+                         "or `data:` in the config");
+    tokenizer_t *tok = NULL;
+    const char *tok_path = cfg_str(cfg, "tokenizer");
+    int rc = load_tokenizer(comm, tok_path, &tok, err);
+    if (rc)
+        return rc;
+    data_source_t *src = xcalloc((size_t)ndata, sizeof *src);
+    for (int i = 0; i < ndata; i++) {
+        const cfg_data_file_t *df = cfg_data_at(cfg, i);
+        src[i] = (data_source_t){df->path, df->subset, df->format};
+    }
+    qdiff_opts_t opts = {
+        .src = src,
+        .nsrc = ndata,
+        .tok = tok,
+        .tok_path = tok_path,
+        .delta = cfg_float(cfg, "delta"),
+        .per_subset = cfg_bool(cfg, "per_subset"),
+        .strict = cfg_bool(cfg, "strict"),
+        .keep_file_order = cfg_bool(cfg, "keep_file_order"),
+        .top = (int)cfg_int(cfg, "top"),
+        .out = cfg_str(cfg, "out"),
+        .version = DEFT_VERSION,
+    };
+    rc = qdiff_run(&opts, comm, err);
+    free(src);
+    tok_free(tok);
+    return rc;
+}
+
+int cmd_qdiff(int argc, char **argv)
+{
+    deft_err_t err = {0};
+    cfg_t *cfg = NULL;
+    int rc = comm_init(&argc, &argv, &err);
+    if (rc) {
+        fprintf(stderr, "deft qdiff: %s\n", err.msg);
+        return deft_exit_status(rc);
+    }
+    comm_t *comm = comm_world();
+    /* Every rank parses the same arguments and files, so all agree on errors. */
+    rc = cfg_parse(&cfg, "qdiff", argc, argv, &err);
+    if (rc == DEFT_OK) {
+        if (comm_rank(comm) == 0)
+            cfg_print_table(cfg, stderr);
+        rc = qdiff_with_config(comm, cfg, &err);
+    }
+    /* A failed collective may leave other ranks waiting: end them all. */
+    if (rc == DEFT_ERR_MPI)
+        comm_abort(comm, deft_exit_status(rc), "deft qdiff: %s", err.msg);
+    /* Ranks that only learnt of another rank's failure carry an empty message. */
+    if (rc && rc != DEFT_HELP && err.msg[0] && (rc != DEFT_ERR_USAGE || comm_rank(comm) == 0))
+        log_error("deft qdiff: %s", err.msg);
+    cfg_free(cfg);
+    comm_finalize();
+    return deft_exit_status(rc);
+}
