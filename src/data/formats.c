@@ -341,7 +341,7 @@ static bool pro_prompt(const json_t *turns, strbuf_t *sb, skip_info_t *why)
 }
 
 static bool parse_pro(const json_t *obj, bool keep_file_order, pref_record_t *rec,
-                      char **subset, skip_info_t *why)
+                      char **subset, bool *turns_differ, skip_info_t *why)
 {
     const json_t *prefix, *suffix, *reward;
     if (!get_array(obj, "prefix", true, &prefix, why) ||
@@ -358,6 +358,8 @@ static bool parse_pro(const json_t *obj, bool keep_file_order, pref_record_t *re
      * differ the first one is the prompt (docs/data-formats.md). */
     const json_t *turns = json_array_get(prefix, 0);
     size_t nturns = json_array_size(turns);
+    for (size_t k = 1; k < json_array_size(prefix); k++)
+        *turns_differ = *turns_differ || !json_equal(turns, json_array_get(prefix, k));
     strbuf_t prompt = {0};
     span_t *resp = xmalloc((size_t)n * sizeof *resp);       /* [n] views into suffix */
     char **spaced = xcalloc((size_t)n, sizeof *spaced);     /* [n] " " + suffix[k] */
@@ -426,9 +428,10 @@ static bool parse_pro(const json_t *obj, bool keep_file_order, pref_record_t *re
 // ----------------------------------------------------------------------------
 
 bool format_parse(const json_t *obj, data_format_t fmt, bool keep_file_order,
-                  pref_record_t *rec, char **subset, skip_info_t *why)
+                  pref_record_t *rec, char **subset, bool *turns_differ, skip_info_t *why)
 {
     *subset = NULL;
+    *turns_differ = false;
     if (!json_is_object(obj))
         return skip_set(why, SKIP_WRONG_TYPE, "line", "expected a JSON object, got %s",
                         json_type_name(obj));
@@ -447,6 +450,6 @@ bool format_parse(const json_t *obj, data_format_t fmt, bool keep_file_order,
     switch (fmt) {
     case FORMAT_HH: return parse_hh(obj, rec, why);
     case FORMAT_PAIR: return parse_pair(obj, rec, why);
-    default: return parse_pro(obj, keep_file_order, rec, subset, why);
+    default: return parse_pro(obj, keep_file_order, rec, subset, turns_differ, why);
     }
 }

@@ -23,10 +23,11 @@ typedef struct {
 
 /* Fills rec's prompt, responses and rewards (ranked best first) and, for PRO
  * lines that name one in meta.path, *subset (else NULL; the caller frees it).
- * Returns false with *why filled, and nothing allocated, when the line is
- * unusable. */
+ * *turns_differ says a PRO line's turn lists were not all equal (the first
+ * was used). Returns false with *why filled, and nothing allocated, when the
+ * line is unusable. */
 bool format_parse(const json_t *obj, data_format_t fmt, bool keep_file_order,
-                  pref_record_t *rec, char **subset, skip_info_t *why);
+                  pref_record_t *rec, char **subset, bool *turns_differ, skip_info_t *why);
 
 /* Sets *why; returns false so callers can write `return skip(...)`. */
 bool skip_set(skip_info_t *why, skip_reason_t reason, const char *field, const char *fmt, ...)

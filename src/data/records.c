@@ -11,6 +11,7 @@
 
 #include "data/formats.h"
 #include "data/line_reader.h"
+#include "util/log.h"
 
 static const char *const skip_names[SKIP_NREASONS] = {
     "invalid_json", "invalid_utf8", "missing_field", "wrong_type", "truncated",
@@ -115,6 +116,8 @@ typedef struct {
     pref_data_t *out;
     size_t cap;          /* capacity of out->rec */
     const read_opts_t *opts;
+    int64_t turns_differ, turns_differ_line;  /* PRO records of this file whose turn
+                                               * lists differ, and the first one */
 } reader_t;
 
 static int subset_index(pref_data_t *d, const char *name)
@@ -185,8 +188,12 @@ static int read_line(reader_t *rd, const data_source_t *src, int file, data_form
         return count_skip(st, src->path, lr->lineno, &why, rd->opts->strict, err);
     pref_record_t rec = {0};
     char *meta_subset = NULL;
-    bool ok = format_parse(obj, fmt, rd->opts->keep_file_order, &rec, &meta_subset, &why);
+    bool differ = false;
+    bool ok = format_parse(obj, fmt, rd->opts->keep_file_order, &rec, &meta_subset, &differ,
+                           &why);
     json_decref(obj);
+    if (ok && differ && rd->turns_differ++ == 0)
+        rd->turns_differ_line = lr->lineno;
     if (!ok)
         return count_skip(st, src->path, lr->lineno, &why, rd->opts->strict, err);
 
@@ -220,6 +227,7 @@ static int read_file(reader_t *rd, const data_source_t *src, int file, deft_err_
         return rc;
     char *file_subset = default_subset(src->path);
     skip_stats_t *st = &rd->out->stats[file];
+    rd->turns_differ = 0;
     for (;;) {
         /* The next line is lr.lineno + 1; it is ours when lr.lineno % nranks == rank. */
         bool mine = lr.lineno % opts->nranks == opts->rank;
@@ -245,6 +253,11 @@ static int read_file(reader_t *rd, const data_source_t *src, int file, deft_err_
         rc = read_line(rd, src, file, fmt, file_subset, &lr, err);
         if (rc)
             break;
+    }
+    if (rd->turns_differ) {
+        log_warn("%s: %" PRId64 " records (first at line %" PRId64 ") give each response "
+                 "its own turn list and the lists differ; the first list is the prompt",
+                 src->path, rd->turns_differ, rd->turns_differ_line);
     }
     free(file_subset);
     line_reader_close(&lr);
