@@ -431,7 +431,8 @@ def main():
     files = [(make_mixed(), "auto", None), (make_pro(), "auto", None)]
     small, cut = make_gz()
     files += [(small, "auto", None), (cut, "auto", None),
-              (os.path.join(OUT, "clean-cut.jsonl.gz"), "auto", None), (make_truncated(), "hh", None),
+              (os.path.join(OUT, "clean-cut.jsonl.gz"), "auto", None),
+              (make_truncated(), "hh", None),
               (make_long(), "auto", None), (make_cut_plain(), "auto", None),
               (small, "hh", "jokes")]
     files += [("data/hh-rlhf/harmless-base-test.jsonl.gz", "auto", None),
