@@ -94,9 +94,9 @@ static double pro_reward(const loss_sample_t *s, int k)
 
 double loss_pro_term(const loss_sample_t *s, double scale, loss_stats_t *st)
 {
-    enum { PRO_MAX_RESP = 64 };
     int l = s->n_resp;
-    double sc[PRO_MAX_RESP], dsc[PRO_MAX_RESP], a[PRO_MAX_RESP];
+    double *sc = xmalloc(sizeof(double) * 3 * l);  /* (3, l): scores, their grads, logits */
+    double *dsc = sc + l, *a = sc + 2 * l;
     for (int k = 0; k < l; k++) {
         sc[k] = pro_score(&s->resp[k]);
         dsc[k] = 0;
@@ -135,6 +135,7 @@ double loss_pro_term(const loss_sample_t *s, double scale, loss_stats_t *st)
         st->acc += (sc[0] > best_other) * scale;
         st->margin += (sc[0] - best_other) * scale;
     }
+    free(sc);
     return loss;
 }
 
@@ -154,9 +155,6 @@ static int check_sample(const loss_params_t *p, const loss_sample_t *s, int i, d
     if (s->n_resp < need)
         return deft_fail(err, DEFT_ERR_DATA, "losses: sample %d: n_resp = %d, need >= %d",
                          i, s->n_resp, need);
-    if (p->kind == LOSS_PRO && s->n_resp > 64)
-        return deft_fail(err, DEFT_ERR_DATA, "losses: sample %d: n_resp = %d, PRO takes <= 64",
-                         i, s->n_resp);
     int nr = p->kind == LOSS_SFT ? 1 : s->n_resp;
     for (int k = 0; k < nr; k++) {
         const loss_resp_t *r = &s->resp[k];
