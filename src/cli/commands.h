@@ -12,5 +12,6 @@ typedef struct {
 int cmd_version(int argc, char **argv);
 int cmd_qdiff(int argc, char **argv);
 int cmd_config_doc(int argc, char **argv);
+int cmd_select(int argc, char **argv);
 
 #endif

@@ -683,9 +683,6 @@ static int check_data_files(comm_t *comm, const select_opts_t *o, const scores_s
                             deft_err_t *err)
 {
     int rank = comm_rank(comm), p = comm_size(comm);
-    if (sc->data_files && (int)sc->ndata_files != o->ndata)
-        return deft_fail(err, DEFT_ERR_USAGE, "%s was scored from %zu data file(s), %d given",
-                         o->scores_path, sc->ndata_files, o->ndata);
     if (!sc->data_sha256 || (int)sc->ndata_sha256 != o->ndata) {
         if (sc->data_files)
             for (int f = 0; f < o->ndata; f++)
@@ -1017,6 +1014,9 @@ int select_run(comm_t *comm, const select_opts_t *o, deft_err_t *err)
         return rc;
     scores_slice_t sc;
     rc = scores_read_slice(o->scores_path, o->by, rank, p, &sc, err);
+    if (!rc && sc.data_files && (int)sc.ndata_files != o->ndata)
+        rc = deft_fail(err, DEFT_ERR_USAGE, "%s was scored from %zu data file(s), %d given",
+                       o->scores_path, sc.ndata_files, o->ndata);
     if (!rc)
         rc = scores_check_rows(&sc, o->scores_path, o->ndata, err);
     rc = agree(comm, rc, err);
