@@ -371,8 +371,9 @@ static void test_sigkill(void)
     char *dir = make_dir();
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     int64_t last = 0;
-    int kills = 8;
-    for (int round = 0; round < kills; round++) {
+    int kills = 8, round;
+    /* a loaded machine may write less per round: go on (boundedly) until there is history */
+    for (round = 0; (round < kills || last < 2) && round < 40; round++) {
         pid_t pid = fork();
         if (pid == 0)
             crash_writer(dir);
@@ -388,8 +389,8 @@ static void test_sigkill(void)
                   (long long)newest);
         last = newest;
     }
-    CHECK_MSG(last >= 2, "only %lld checkpoints in %d rounds", (long long)last, kills);
-    printf("sigkill: %d kills, newest good checkpoint step %lld\n", kills, (long long)last);
+    CHECK_MSG(last >= 2, "only %lld checkpoints in %d rounds", (long long)last, round);
+    printf("sigkill: %d kills, newest good checkpoint step %lld\n", round, (long long)last);
     remove_dir(dir);
 }
 
