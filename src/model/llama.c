@@ -23,7 +23,7 @@
  *   xmid      [N, D]            residual stream after attention
  *   gate, up, act [N, F]        MLP: act = silu(gate) * up
  * Training ("full") keeps one set per layer: per token and layer
- * 5D + 2QD + 2KD + 3F + Hq + 2 floats. Inference keeps one set shared by all
+ * 4D + 2QD + 2KD + 3F + Hq + 2 floats. Inference keeps one set shared by all
  * layers except k, v, which every layer needs for its cache. */
 struct llama_acts {
     int n_layers;
@@ -464,6 +464,14 @@ static int logits_ensure(llama_model_t *m, int64_t rows, deft_err_t *err)
     llama_acts_t *a = m->acts;
     if (a->logits_rows >= rows)
         return DEFT_OK;
+    /* drop the smaller buffer rather than keep both until llama_free */
+    for (int i = 0; a->logits && i < a->n_owned; i++)
+        if (a->owned[i] == a->logits) {
+            m->be->free(a->logits);
+            a->owned[i] = a->owned[--a->n_owned];
+            a->logits = NULL;
+            a->logits_rows = 0;
+        }
     bool ok = true;
     a->logits = alloc_f(m, rows * m->cfg.vocab_size, &ok);   /* [rows, V] */
     if (!ok)

@@ -67,7 +67,7 @@ void llama_zero_grads(llama_model_t *m);
  * values are meaningless. Fills hidden[B,T,d] (host, final-normalised hidden
  * states) when non-NULL and logits[B,T,V] (host) when non-NULL. With
  * keep_acts, every activation backward needs is kept in m->acts (memory per
- * token and layer: 5d + 2*Hq*hd + 2*Hkv*hd + 3F + Hq + 2 floats). */
+ * token and layer: 4d + 2*Hq*hd + 2*Hkv*hd + 3F + Hq + 2 floats). */
 int llama_forward(llama_model_t *m, const int32_t *ids, const int32_t *lens, int B, int T,
                   float *hidden, float *logits, bool keep_acts, deft_err_t *err);
 
