@@ -503,12 +503,13 @@ static int fail_unknown_key(deft_err_t *err, const yaml_src_t *src, const yaml_n
         for (int j = 0; j < cfg_nsections(); j++)
             suggest_consider(&s, name, cfg_section_at(j)->name);
     }
-    if (s.best)
-        sb_printf(&hint, "; did you mean %s?", s.best);
-    else if (owner == &cfg_shared)
+    // A key that exists elsewhere is more likely misplaced than misspelt.
+    if (owner == &cfg_shared)
         sb_puts(&hint, "; it is a shared key: put it at the top level");
     else if (owner)
-        sb_printf(&hint, "; it is a key of section '%s'", owner->name);
+        sb_printf(&hint, "; it is a key of section '%s:'", owner->name);
+    else if (s.best)
+        sb_printf(&hint, "; did you mean %s?", s.best);
     int rc = sec ? fail_at(err, src, kn, "%s: unknown key in section '%s'%s", name, sec->name,
                            hint.data ? hint.data : "")
                  : fail_at(err, src, kn, "%s: unknown top-level key (neither a shared key "
@@ -673,12 +674,12 @@ static int fail_unknown_flag(deft_err_t *err, const cfg_t *cfg, const char *flag
     suggest_in_table(&s, name, cfg->section);
     const cfg_section_t *owner = section_owning(name);
     strbuf_t hint = {0};
-    if (s.best) {
+    if (owner) {
+        sb_printf(&hint, " (it is a key of 'deft %s')", owner->name);
+    } else if (s.best) {
         sb_puts(&hint, "; did you mean --");
         dashed(&hint, s.best);
         sb_puts(&hint, "?");
-    } else if (owner) {
-        sb_printf(&hint, " (it is a key of 'deft %s')", owner->name);
     }
     deft_fail(err, DEFT_ERR_USAGE, "%s: unknown key for 'deft %s'%s", flag,
               cfg->section->name, hint.data ? hint.data : "");

@@ -16,11 +16,19 @@ bool cfg_key_has_range(const cfg_key_t *k)
 void cfg_format_double(double x, char *buf, size_t n)
 {
     // Shortest %g precision that round-trips keeps 0.1 as "0.1", not 0.10000000000000001.
+    char text[32];
     for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, n, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x)
-            return;
+        snprintf(text, sizeof text, "%.*g", prec, x);
+        if (strtod(text, NULL) == x)
+            break;
     }
+    size_t len = strlen(text);
+    if (n == 0)
+        return;
+    if (len >= n)
+        len = n - 1;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
 }
 
 static void describe_range(const cfg_key_t *k, strbuf_t *out)
@@ -100,7 +108,7 @@ static void help_key(const cfg_key_t *k, FILE *f)
         sb_puts(&line, ", ");
         describe_range(k, &line);
     }
-    fprintf(f, "  %-30s %s\n  %-30s %s\n", flag.data, line.data, "", k->help);
+    fprintf(f, "  %s  (%s)\n      %s\n", flag.data, line.data, k->help);
     sb_free(&flag);
     sb_free(&line);
 }

@@ -39,8 +39,8 @@ static const cfg_key_t shared_keys[] = {
     KEY("log_every", CFG_INT, "10", AT_LEAST(1),
         .help = "steps between two log lines (and metrics.jsonl records)"),
     KEY("tp", CFG_INT, "1", AT_LEAST(1),
-        .help = "tensor-parallel size: ranks sharing one model replica; must divide "
-                "the vocabulary, head counts and MLP width"),
+        .help = "tensor-parallel size (ranks per model replica); divides the vocabulary, "
+                "head counts and MLP width"),
     KEY("backend", CFG_ENUM, "auto", .choices = "auto|cpu|cuda",
         .help = "where tensors live: auto takes CUDA when the build and machine have it"),
 };

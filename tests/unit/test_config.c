@@ -309,6 +309,9 @@ static void test_file_errors(void)
     p = yaml_file("e3b.yaml", "train:\n  epochs: two\n");
     CHECK_FAILS(DEFT_ERR_USAGE, P(origin_of(p, 2, 11), "train.epochs", "expected an integer"),
                 "qdiff", "-c", p);
+    p = yaml_file("e3c.yaml", "delta: 0.2\n");
+    CHECK_FAILS(DEFT_ERR_USAGE, P(origin_of(p, 1, 1), "delta", "section 'qdiff:'"), "qdiff",
+                "-c", p);
     p = yaml_file("e4.yaml", "qdiff:\n  seed: 3\n");
     CHECK_FAILS(DEFT_ERR_USAGE, P(origin_of(p, 2, 3), "seed", "shared key"), "qdiff", "-c", p);
     p = yaml_file("e5.yaml", "data: []\ntokenizer: t\nrun_dir: r\nseed: abc\n");
@@ -440,7 +443,7 @@ static void test_help(void)
     CHECK(contains(text, "usage: deft qdiff"));
     const char *seed = strstr(text, "--seed INT"), *delta = strstr(text, "--delta NUMBER");
     CHECK(seed && delta && seed < delta);
-    CHECK(contains(text, "default: 0.1, in [0, 0.5]"));
+    CHECK(contains(text, "--delta NUMBER  (default: 0.1, in [0, 0.5])\n      "));
     CHECK(contains(text, "--per-subset, --no-per-subset"));
     CHECK(contains(text, "--backend auto|cpu|cuda"));
     CHECK(contains(text, "--data PATH..."));
