@@ -10,6 +10,7 @@ typedef struct {
 } command_t;
 
 int cmd_version(int argc, char **argv);
+int cmd_init(int argc, char **argv);
 int cmd_qdiff(int argc, char **argv);
 int cmd_config_doc(int argc, char **argv);
 int cmd_select(int argc, char **argv);

@@ -8,6 +8,7 @@
 
 static const command_t commands[] = {
     {"version", cmd_version, "print the version"},
+    {"init", cmd_init, "a randomly initialised model from a config.json"},
     {"qdiff", cmd_qdiff, "count tokens of preferred and rejected responses: Q_diff"},
     {"config-doc", cmd_config_doc, "print the reference of every config key (Markdown)"},
     {"select", cmd_select, "keep the lowest-R_Q fraction of each subset"},
