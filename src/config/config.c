@@ -460,7 +460,9 @@ static int value_from_node(cfg_value_t *v, const cfg_key_t *k, const yaml_src_t 
     node_where(&origin, src, n);
     int rc = DEFT_OK;
     bool is_list = k->type == CFG_LIST || k->type == CFG_DATA;
-    if (node_is_null(n) && (is_list || k->type == CFG_STRING || k->type == CFG_ENUM)) {
+    if (node_is_null(n) && !k->def) {
+        // Only a key without a default may be unset: callers of a key with a
+        // default rely on it having a value.
         value_clear(v);
     } else if (is_list) {
         value_clear(v);
@@ -687,6 +689,21 @@ static int fail_unknown_flag(deft_err_t *err, const cfg_t *cfg, const char *flag
     return DEFT_ERR_USAGE;
 }
 
+static const cfg_key_t *flag_key(cfg_t *cfg, const char *name, cfg_value_t **v)
+{
+    int j = key_index(&cfg_shared, name);
+    if (j >= 0) {
+        *v = &cfg->shared[j];
+        return &cfg_shared.keys[j];
+    }
+    j = key_index(cfg->section, name);
+    if (j >= 0) {
+        *v = &cfg->own[j];
+        return &cfg->section->keys[j];
+    }
+    return NULL;
+}
+
 /* One `--key[=value]` argument at argv[*i]; consumes its values. */
 static int flag_scan(cfg_t *cfg, flag_list_t *fl, int argc, char **argv, int *i,
                      deft_err_t *err)
@@ -697,23 +714,14 @@ static int flag_scan(cfg_t *cfg, flag_list_t *fl, int argc, char **argv, int *i,
     for (char *c = name; *c; c++)
         if (*c == '-')
             *c = '_';
-    const cfg_key_t *k = NULL;
     cfg_value_t *v = NULL;
+    const cfg_key_t *k = flag_key(cfg, name, &v);
     bool negated = false;
-    for (int pass = 0; pass < 2 && !k; pass++) {
-        // Second pass: `--no-key` for a true/false key.
-        const char *n = name;
-        if (pass == 1 && !strncmp(name, "no_", 3))
-            n = name + 3, negated = true;
-        else if (pass == 1)
-            break;
-        int j = key_index(&cfg_shared, n);
-        if (j >= 0) {
-            k = &cfg_shared.keys[j], v = &cfg->shared[j];
-        } else if ((j = key_index(cfg->section, n)) >= 0) {
-            k = &cfg->section->keys[j], v = &cfg->own[j];
-        }
-        if (k && negated && k->type != CFG_BOOL)
+    if (!k && !strncmp(name, "no_", 3)) {
+        // `--no-key` sets a true/false key to false.
+        k = flag_key(cfg, name + 3, &v);
+        negated = true;
+        if (k && k->type != CFG_BOOL)
             k = NULL;
     }
     flag_set_t fs = {.key = k, .val = v, .flag = xstrndup(a, flag_len)};
@@ -721,8 +729,8 @@ static int flag_scan(cfg_t *cfg, flag_list_t *fl, int argc, char **argv, int *i,
     if (!k) {
         rc = fail_unknown_flag(err, cfg, fs.flag, name);
     } else if (k->type == CFG_BOOL && negated && eq) {
-        rc = deft_fail(err, DEFT_ERR_USAGE, "%s: takes no value (write --%s=%s)", fs.flag,
-                       fs.flag + 5, "false");
+        rc = deft_fail(err, DEFT_ERR_USAGE, "%s: takes no value (write --%s=false)",
+                       fs.flag, fs.flag + strlen("--no-"));
     } else {
         fs.args = xmalloc((size_t)(argc + 1) * sizeof *fs.args);
         if (eq) {
@@ -1035,10 +1043,9 @@ static void table_rows_add(table_row_t **rows, int *n, const cfg_section_t *sec,
                 const cfg_data_file_t *df = &v->files[r];
                 sb_printf(&row->key, "[%d]", r);
                 sb_puts(&row->value, df->path);
-                if (df->subset)
-                    sb_printf(&row->value, " (subset %s)", df->subset);
-                if (strcmp(df->format, "auto"))
-                    sb_printf(&row->value, " (format %s)", df->format);
+                if (df->subset || strcmp(df->format, "auto"))
+                    sb_printf(&row->value, " (subset %s, format %s)",
+                              df->subset ? df->subset : "default", df->format);
             } else {
                 value_text(k, v, &row->value);
             }

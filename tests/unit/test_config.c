@@ -163,7 +163,14 @@ static void test_file_and_precedence(void)
     // An empty file and a file of only a section are fine.
     CHECK(parse(&cfg, &err, "qdiff", "-c", yaml_file("empty.yaml", ""), NULL) == DEFT_OK);
     cfg_free(cfg);
-    CHECK(parse(&cfg, &err, "qdiff", "--config=" , NULL) == DEFT_ERR_USAGE);
+    CHECK(parse(&cfg, &err, "qdiff", yaml_file("c.yaml", "seed: 5\n"), NULL) == DEFT_OK);
+    CHECK(cfg_int(cfg, "seed") == 1234 && cfg_npositional(cfg) == 1);
+    cfg_free(cfg);
+    char arg[600];
+    snprintf(arg, sizeof arg, "--config=%s", yaml_file("c.yaml", "seed: 5\n"));
+    CHECK(parse(&cfg, &err, "qdiff", arg, NULL) == DEFT_OK && cfg_int(cfg, "seed") == 5);
+    cfg_free(cfg);
+    CHECK(parse(&cfg, &err, "qdiff", "--config=", NULL) == DEFT_ERR_USAGE);
     CHECK(contains(err.msg, "--config=") && contains(err.msg, "missing"));
 }
 
@@ -366,6 +373,9 @@ static void test_file_errors(void)
     p = yaml_file("e21.yaml", "seed:\n");
     CHECK_FAILS(DEFT_ERR_USAGE, P(p, "seed", "expected an integer, got null"), "qdiff", "-c",
                 p);
+    p = yaml_file("e21b.yaml", "qdiff:\n  out: ~\n");
+    CHECK_FAILS(DEFT_ERR_USAGE, P(origin_of(p, 2, 8), "qdiff.out", "expected a string, got null"),
+                "qdiff", "-c", p);
     p = yaml_file("e22.yaml", "qdiff: 3\n");
     CHECK_FAILS(DEFT_ERR_USAGE, P(origin_of(p, 1, 8), "qdiff", "expected a mapping"), "qdiff",
                 "-c", p);
@@ -519,7 +529,7 @@ static void test_table(void)
     CHECK(contains(text, "| qdiff.top "));
     CHECK(contains(text, "| --top "));
     CHECK(contains(text, "| data[1] "));
-    CHECK(contains(text, "(subset helpful-base) (format pro)"));
+    CHECK(contains(text, "(subset helpful-base, format pro)"));
     CHECK(contains(text, origin_of(path, 6, 7)));
     CHECK(contains(text, "| tokenizer "));
     // A box: every line has the same width and starts and ends with a border.
