@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 double loss_softplus(double x)
 {
@@ -248,23 +249,34 @@ double loss_rq_from_logits(const float *z, int T, int V, const float *qdiff)
     return s / T;
 }
 
-void loss_rq_head_vector(const float *w_head, const float *qdiff, int V, int d, float *u)
+void loss_rq_head_vector_f64(const float *w_head, const double *qdiff, int V, int d,
+                             double *u)
 {
-    double *acc = xcalloc((size_t)d, sizeof *acc);  /* (d,) double accumulator */
+    memset(u, 0, (size_t)d * sizeof *u);
     for (int v = 0; v < V; v++) {
         double q = qdiff[v];
         if (q == 0)
             continue;
         const float *row = w_head + (size_t)v * d;
         for (int j = 0; j < d; j++)
-            acc[j] += q * row[j];
+            u[j] += q * row[j];
     }
+}
+
+void loss_rq_head_vector(const float *w_head, const float *qdiff, int V, int d, float *u)
+{
+    double *q = xmalloc((size_t)V * sizeof *q);    /* (V,) qdiff widened */
+    double *acc = xmalloc((size_t)d * sizeof *acc);  /* (d,) */
+    for (int v = 0; v < V; v++)
+        q[v] = qdiff[v];
+    loss_rq_head_vector_f64(w_head, q, V, d, acc);
     for (int j = 0; j < d; j++)
         u[j] = (float)acc[j];
     free(acc);
+    free(q);
 }
 
-double loss_rq_from_hidden(const float *h, int T, int d, const float *u)
+double loss_rq_from_hidden_f64(const float *h, int T, int d, const double *u)
 {
     if (T == 0)
         return 0.0;
@@ -272,7 +284,17 @@ double loss_rq_from_hidden(const float *h, int T, int d, const float *u)
     for (int t = 0; t < T; t++) {
         const float *ht = h + (size_t)t * d;
         for (int j = 0; j < d; j++)
-            s += (double)u[j] * ht[j];
+            s += u[j] * ht[j];
     }
     return s / T;
+}
+
+double loss_rq_from_hidden(const float *h, int T, int d, const float *u)
+{
+    double *ud = xmalloc((size_t)d * sizeof *ud);  /* (d,) u widened */
+    for (int j = 0; j < d; j++)
+        ud[j] = u[j];
+    double r = loss_rq_from_hidden_f64(h, T, d, ud);
+    free(ud);
+    return r;
 }

@@ -100,4 +100,10 @@ void loss_rq_head_vector(const float *w_head, const float *qdiff, int V, int d, 
  * u: (d,). Needs neither the output matmul nor a softmax. T = 0: 0. */
 double loss_rq_from_hidden(const float *h, int T, int d, const float *u);
 
+/* The same two with Q_diff and u in double, as the score stage keeps them:
+ * qdiff (V,), u (d,) overwritten. The float forms above widen and call these. */
+void loss_rq_head_vector_f64(const float *w_head, const double *qdiff, int V, int d,
+                             double *u);
+double loss_rq_from_hidden_f64(const float *h, int T, int d, const double *u);
+
 #endif
