@@ -11,8 +11,11 @@ typedef struct {
 
 int cmd_version(int argc, char **argv);
 int cmd_init(int argc, char **argv);
+int cmd_logprobs(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int cmd_qdiff(int argc, char **argv);
 int cmd_config_doc(int argc, char **argv);
 int cmd_select(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif

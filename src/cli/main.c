@@ -9,9 +9,12 @@
 static const command_t commands[] = {
     {"version", cmd_version, "print the version"},
     {"init", cmd_init, "a randomly initialised model from a config.json"},
+    {"logprobs", cmd_logprobs, "log-probabilities of token sequences (JSON lines) under a model"},
+    {"generate", cmd_generate, "complete prompts with a model"},
     {"qdiff", cmd_qdiff, "count tokens of preferred and rejected responses: Q_diff"},
     {"config-doc", cmd_config_doc, "print the reference of every config key (Markdown)"},
     {"select", cmd_select, "keep the lowest-R_Q fraction of each subset"},
+    {"tokenize", cmd_tokenize, "print the token ids of JSONL texts (stdin -> stdout)"},
 };
 
 static void usage(FILE *f)
