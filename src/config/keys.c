@@ -146,7 +146,7 @@ static const cfg_key_t generate_keys[] = {
     KEY("prompt", CFG_LIST, NULL, .help = "prompts to complete, one generation each"),
     KEY("max_new_tokens", CFG_INT, "128", AT_LEAST(1),
         .help = "tokens generated per prompt at most (paper: 128)"),
-    KEY("temperature", CFG_FLOAT, "1.0", AT_LEAST(0),
+    KEY("temperature", CFG_FLOAT, "0", AT_LEAST(0),
         .help = "softmax temperature; 0: greedy decoding"),
     KEY("top_p", CFG_FLOAT, "1.0", ABOVE_UPTO(0, 1),
         .help = "nucleus sampling: smallest token set with this probability mass"),
@@ -164,6 +164,8 @@ static const cfg_key_t plot_keys[] = {
     KEY("out", CFG_STRING, "plots", .help = "folder for the PNG files"),
 };
 
+    KEY("ids", CFG_BOOL, "false",
+        .help = "print prompt and generated token ids as a JSON line instead of text"),
 static const cfg_section_t sections[] = {
     SECTION("tokenize", tokenize_keys, "print the token ids of a text"),
     SECTION("qdiff", qdiff_keys, "count tokens of preferred and rejected responses: Q_diff"),
