@@ -150,6 +150,8 @@ static const cfg_key_t generate_keys[] = {
         .help = "softmax temperature; 0: greedy decoding"),
     KEY("top_p", CFG_FLOAT, "1.0", ABOVE_UPTO(0, 1),
         .help = "nucleus sampling: smallest token set with this probability mass"),
+    KEY("ids", CFG_BOOL, "false",
+        .help = "print prompt and generated token ids as a JSON line instead of text"),
 };
 
 static const cfg_key_t export_keys[] = {
@@ -164,8 +166,6 @@ static const cfg_key_t plot_keys[] = {
     KEY("out", CFG_STRING, "plots", .help = "folder for the PNG files"),
 };
 
-    KEY("ids", CFG_BOOL, "false",
-        .help = "print prompt and generated token ids as a JSON line instead of text"),
 static const cfg_section_t sections[] = {
     SECTION("tokenize", tokenize_keys, "print the token ids of a text"),
     SECTION("qdiff", qdiff_keys, "count tokens of preferred and rejected responses: Q_diff"),
