@@ -128,5 +128,13 @@ for np in 1 2; do
     say "malformed/strict/missing np=$np: ok"
 done
 
+# Only rank 1's share (even lines) is bad: rank 0 reads fine and must still
+# stop with rank 1 instead of waiting for it in a sum.
+onebad="$tmp/onebad.jsonl"
+printf '%s\n' "$good" '{"chosen": "x"}' "$good" "$good" >"$onebad"
+qdiff 2 "$tmp/o.log" --data "$onebad" --tokenizer "$small" --strict --out "$tmp/o.h5"
+[ $rc -eq 3 ] || { cat "$tmp/o.log"; bad "strict, one failing rank: exit $rc, want 3"; }
+grep -q "$onebad:2:" "$tmp/o.log" || { cat "$tmp/o.log"; bad "strict, one rank: no file:line"; }
+
 [ $fail -eq 0 ] && say "qdiff_mpi: all passed"
 exit $fail
