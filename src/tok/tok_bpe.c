@@ -57,36 +57,32 @@ void tok_strmap_build(tokenizer_t *tok, int32_t n_model)
     tok_strmap_t *m = &tok->vocab;
     uint32_t cap = table_size((size_t)n_model);
     m->slots = xmalloc(cap * sizeof *m->slots);
-    memset(m->slots, 0xff, cap * sizeof *m->slots);
+    for (uint32_t i = 0; i < cap; i++)
+        m->slots[i].id = -1;
     m->mask = cap - 1;
     for (int32_t id = 0; id < n_model; id++) {
         uint32_t len = tok->piece_len[id];
-        if (!len)
-            continue;
-        const char *s = tok_piece_ptr(tok, id);
-        uint32_t i = (uint32_t)(hash_bytes(s, len) >> 32) & m->mask;
-        for (;; i = (i + 1) & m->mask) {
-            int32_t o = m->slots[i];
-            if (o < 0) {
-                m->slots[i] = id;
-                break;
-            }
-            if (tok->piece_len[o] == len && !memcmp(tok_piece_ptr(tok, o), s, len))
-                break;  // a duplicate piece keeps its lowest id
-        }
+        if (!len || tok_strmap_get(tok, tok_piece_ptr(tok, id), len) >= 0)
+            continue;  // a duplicate piece keeps its lowest id
+        uint64_t h = hash_bytes(tok_piece_ptr(tok, id), len);
+        uint32_t i = (uint32_t)(h >> 32) & m->mask;
+        while (m->slots[i].id >= 0)
+            i = (i + 1) & m->mask;
+        m->slots[i] = (tok_str_slot_t){id, (uint32_t)h};
     }
 }
 
 int32_t tok_strmap_get(const tokenizer_t *tok, const char *s, size_t n)
 {
     const tok_strmap_t *m = &tok->vocab;
-    uint32_t i = (uint32_t)(hash_bytes(s, n) >> 32) & m->mask;
-    for (;; i = (i + 1) & m->mask) {
-        int32_t id = m->slots[i];
-        if (id < 0)
+    uint64_t h = hash_bytes(s, n);
+    for (uint32_t i = (uint32_t)(h >> 32) & m->mask;; i = (i + 1) & m->mask) {
+        const tok_str_slot_t *slot = &m->slots[i];
+        if (slot->id < 0)
             return -1;
-        if (tok->piece_len[id] == n && !memcmp(tok->pool + tok->piece_off[id], s, n))
-            return id;
+        if (slot->hash == (uint32_t)h && tok->piece_len[slot->id] == n &&
+            !memcmp(tok->pool + tok->piece_off[slot->id], s, n))
+            return slot->id;
     }
 }
 

@@ -17,9 +17,15 @@ typedef enum {
 } tok_kind_t;
 
 /* Piece bytes -> id, open addressing with linear probing; the keys live in
- * the tokenizer's piece pool, so a slot holds only the id. */
+ * the tokenizer's piece pool, so a slot holds the id and 32 bits of the hash,
+ * which rule out nearly every mismatch without touching the pool. */
 typedef struct {
-    int32_t *slots;   /* (mask + 1) ids, -1 when empty */
+    int32_t id;       /* -1 when empty */
+    uint32_t hash;
+} tok_str_slot_t;
+
+typedef struct {
+    tok_str_slot_t *slots;  /* (mask + 1) */
     uint32_t mask;
 } tok_strmap_t;
 
