@@ -77,6 +77,8 @@ static const cfg_key_t score_keys[] = {
                 "the left"),
     KEY("responses", CFG_ENUM, "best", .choices = "best|all",
         .help = "score R_Q on the best response, or average it over all responses"),
+    KEY("ifd_model", CFG_STRING, NULL,
+        .help = "also compute IFD = ppl(response | prompt) / ppl(response) under this model"),
 };
 
 static const cfg_key_t select_keys[] = {

@@ -1,0 +1,112 @@
+/* deft score: the distribution reward R_Q (DEFT Eq. 6-9) of every sample
+ * under the starting model, with the response log-likelihood and optional
+ * IFD, written to scores.h5 under mpirun with any number of ranks. Reads the
+ * `score` section of the config and the shared keys data, model, tokenizer,
+ * strict and keep_file_order. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "config/config.h"
+#include "mpi/comm.h"
+#include "stages/score.h"
+#include "util/log.h"
+
+#ifndef DEFT_VERSION
+#define DEFT_VERSION "0.1.0"
+#endif
+
+/* Every rank loads the same tokenizer and fails the same way: agree, so
+ * that the message is printed once. */
+static int load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok, deft_err_t *err)
+{
+    int rc = tok_load(tok, path, err);
+    int agreed = 0, first = -1;
+    deft_err_t merr;
+    if (comm_agree(comm, rc, &agreed, &first, &merr)) {
+        *err = merr;
+        return DEFT_ERR_MPI;
+    }
+    if (agreed && comm_rank(comm) != first)
+        err->msg[0] = '\0';
+    if (agreed && !rc) {
+        tok_free(*tok);
+        *tok = NULL;
+    }
+    return agreed;
+}
+
+static int score_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
+{
+    int ndata = cfg_data_len(cfg);
+    const char *model = cfg_str(cfg, "model");
+    if (ndata < 1)
+        return deft_fail(err, DEFT_ERR_USAGE, "score: no data files: give --data FILE... "
+                         "or `data:` in the config");
+    if (!model)
+        return deft_fail(err, DEFT_ERR_USAGE, "score: no model: give --model DIR (a Hugging "
+                         "Face folder with config.json and safetensors)");
+    if (strcmp(cfg_str(cfg, "responses"), "best"))
+        return deft_fail(err, DEFT_ERR_USAGE, "score: responses '%s' is not supported yet: "
+                         "R_Q is scored on the best response only (responses: best)",
+                         cfg_str(cfg, "responses"));
+    /* the model folder holds its tokenizer unless one is named */
+    const char *tok_path = cfg_str(cfg, "tokenizer") ? cfg_str(cfg, "tokenizer") : model;
+    tokenizer_t *tok = NULL;
+    int rc = load_tokenizer(comm, tok_path, &tok, err);
+    if (rc)
+        return rc;
+    data_source_t *src = xcalloc((size_t)ndata, sizeof *src);
+    for (int i = 0; i < ndata; i++) {
+        const cfg_data_file_t *df = cfg_data_at(cfg, i);
+        src[i] = (data_source_t){df->path, df->subset, df->format};
+    }
+    score_opts_t opts = {
+        .src = src,
+        .nsrc = ndata,
+        .tok = tok,
+        .tok_path = tok_path,
+        .model = model,
+        .qdiff = cfg_str(cfg, "qdiff"),
+        .ifd_model = cfg_str(cfg, "ifd_model"),
+        .batch_size = (int)cfg_int(cfg, "batch_size"),
+        .max_len = (int)cfg_int(cfg, "max_len"),
+        .strict = cfg_bool(cfg, "strict"),
+        .keep_file_order = cfg_bool(cfg, "keep_file_order"),
+        .out = cfg_str(cfg, "out"),
+        .version = DEFT_VERSION,
+    };
+    rc = score_run(&opts, comm, err);
+    free(src);
+    tok_free(tok);
+    return rc;
+}
+
+int cmd_score(int argc, char **argv)
+{
+    deft_err_t err = {0};
+    cfg_t *cfg = NULL;
+    int rc = comm_init(&argc, &argv, &err);
+    if (rc) {
+        fprintf(stderr, "deft score: %s\n", err.msg);
+        return deft_exit_status(rc);
+    }
+    comm_t *comm = comm_world();
+    /* Every rank parses the same arguments and files, so all agree on errors. */
+    rc = cfg_parse(&cfg, "score", argc, argv, &err);
+    if (rc == DEFT_OK) {
+        if (comm_rank(comm) == 0)
+            cfg_print_table(cfg, stderr);
+        rc = score_with_config(comm, cfg, &err);
+    }
+    /* A failed collective may leave other ranks waiting: end them all. */
+    if (rc == DEFT_ERR_MPI)
+        comm_abort(comm, deft_exit_status(rc), "deft score: %s", err.msg);
+    /* Ranks that only learnt of another rank's failure carry an empty message. */
+    if (rc && rc != DEFT_HELP && err.msg[0] && (rc != DEFT_ERR_USAGE || comm_rank(comm) == 0))
+        log_error("deft score: %s", err.msg);
+    cfg_free(cfg);
+    comm_finalize();
+    return deft_exit_status(rc);
+}
