@@ -16,6 +16,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_qdiff(int argc, char **argv);
 int cmd_config_doc(int argc, char **argv);
 int cmd_select(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_plot(int argc, char **argv);

@@ -15,6 +15,7 @@ static const command_t commands[] = {
     {"config-doc", cmd_config_doc, "print the reference of every config key (Markdown)"},
     {"score", cmd_score, "distribution reward R_Q of every sample under the starting model"},
     {"select", cmd_select, "keep the lowest-R_Q fraction of each subset"},
+    {"train", cmd_train, "preference training: SFT, DPO, PRO, with the DEFT term"},
     {"export", cmd_export, "write a checkpoint as a Hugging Face model folder"},
     {"plot", cmd_plot, "draw a run's training metrics as PNG files (gnuplot)"},
     {"tokenize", cmd_tokenize, "print the token ids of JSONL texts (stdin -> stdout)"},

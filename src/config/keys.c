@@ -124,7 +124,21 @@ static const cfg_key_t train_keys[] = {
     KEY("keep_checkpoints", CFG_INT, "2", AT_LEAST(0),
         .help = "newest checkpoints kept in run_dir/checkpoints; 0: keep all"),
     KEY("resume", CFG_STRING, NULL,
-        .help = "checkpoint to resume from (epoch, data position, RNG, optimizer)"),
+        .help = "checkpoint to resume from (epoch, data position, RNG, optimizer), or auto: "
+                "the newest good one in run_dir/checkpoints, if any"),
+    KEY("qdiff", CFG_STRING, NULL,
+        .help = "Q_diff file of `deft qdiff`: R_Q is reported, and trained on when omega != 0"),
+    KEY("ref", CFG_STRING, NULL,
+        .help = "reference log-probs (DPO), made once and reused; unset: run_dir/ref.h5"),
+    KEY("eval_fraction", CFG_FLOAT, "0", IN(0, 0.5),
+        .help = "share of the samples held out for evaluation, chosen by a hash of the id"),
+    KEY("eval_data", CFG_LIST, NULL,
+        .help = "separate evaluation files (instead of eval_fraction)"),
+    KEY("eval_every", CFG_INT, "0", AT_LEAST(0),
+        .help = "optimizer steps between evaluations; 0: before training and at the end"),
+    KEY("peak_flops", CFG_FLOAT, "1e12", ABOVE(0),
+        .help = "peak FLOP/s of one rank's hardware, for MFU (1e12: a 16-core AVX-512 "
+                "CPU in fp32)"),
 };
 
 static const cfg_key_t run_keys[] = {
