@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -282,6 +283,21 @@ static json_t *config_to_json(const llama_config_t *c)
     return o;
 }
 
+/* 15 significant digits when they give every real back exactly, so that
+ * 1e-05 is written as 1e-05 and not 1.0000000000000001e-05. */
+static int real_precision(const llama_config_t *c)
+{
+    double v[] = {c->rms_norm_eps, c->rope_theta, c->rope_factor, c->rope_low_freq_factor,
+                  c->rope_high_freq_factor};
+    for (size_t i = 0; i < DEFT_ARRAY_LEN(v); i++) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%.15g", v[i]);
+        if (strtod(buf, NULL) != v[i])
+            return 17;
+    }
+    return 15;
+}
+
 int llama_config_save(const llama_config_t *cfg, const char *path, deft_err_t *err)
 {
     strbuf_t file = {0}, tmp = {0};
@@ -291,7 +307,8 @@ int llama_config_save(const llama_config_t *cfg, const char *path, deft_err_t *e
         sb_puts(&file, path);
     sb_printf(&tmp, "%s.tmp", file.data);
     json_t *o = config_to_json(cfg);
-    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+                            JSON_REAL_PRECISION(real_precision(cfg)));
     json_decref(o);
     int rc = DEFT_OK;
     FILE *f = fopen(tmp.data, "w");
