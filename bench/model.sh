@@ -14,7 +14,7 @@ threads=${2:-$(nproc)}
 shift $(( $# > 2 ? 2 : $# ))
 py=${PYTHON:-.venv/bin/python}
 cmake --build "$build" --target bench_model >/dev/null
-deft=$(OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=1 "$build/bench_model" "$@")
+deft=$(OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads "$build/bench_model" "$@")
 echo "$deft"
 torch=$(OMP_NUM_THREADS=$threads "$py" - "$threads" "$deft" <<'PY'
 import json, sys, time
