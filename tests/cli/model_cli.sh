@@ -34,7 +34,10 @@ same_logprobs() {
                     d = g[j] - w[j]; if (d < 0) d = -d
                     a = w[j] < 0 ? -w[j] : w[j]
                     if (d > worst) worst = d
-                    if (d > tol_abs + tol_rel * a) { print "line " i " [" j "]: " g[j] " vs " w[j]; bad++ }
+                    if (d > tol_abs + tol_rel * a) {
+                        print "line " i " [" j "]: " g[j] " vs " w[j]
+                        bad++
+                    }
                 }
             }
             printf "logprobs: worst difference from transformers %.3g\n", worst
