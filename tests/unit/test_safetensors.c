@@ -216,6 +216,42 @@ static void test_roundtrip(void)
     CHECK(strstr(err.msg, "no/such/dir") != NULL);
 }
 
+/* A tensor longer than the writer's conversion chunk (2^20 values). */
+static void test_large(void)
+{
+    enum { N = (1 << 21) + 3 };
+    float *x = malloc(sizeof(float) * N), *back = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++)
+        x[i] = (float)((double)next_u64() / 1.8e19 - 0.5) * (float)(1 + i % 1000);
+    st_write_tensor_t w = {"big", 2, {3, 0}, x};
+    w.shape[1] = N / 3;
+    st_write_tensor_t tail = {"tail", 1, {N - 3 * (N / 3)}, x + 3 * (N / 3)};
+    st_write_tensor_t both[2] = {w, tail};
+    char path[512];
+    snprintf(path, sizeof path, "%s/large.safetensors", tmpdir);
+    deft_err_t err = {0};
+    st_dtype_t dts[2] = {ST_F32, ST_BF16};
+    for (int k = 0; k < 2; k++) {
+        CHECK_MSG(st_write(path, both, 2, dts[k], NULL, &err) == 0, "%s", err.msg);
+        st_set_t *s;
+        CHECK_MSG(st_open(&s, path, &err) == 0, "%s", err.msg);
+        if (!s)
+            continue;
+        st_to_f32(st_find(s, "big"), back);
+        st_to_f32(st_find(s, "tail"), back + 3 * (N / 3));
+        int bad = 0;
+        for (int i = 0; i < N; i++) {
+            /* bf16 keeps 8 significant bits: rounding error at most 2^-8 relative */
+            double tol = dts[k] == ST_F32 ? 0.0 : fabs(x[i]) * 0x1p-8;
+            bad += fabs(back[i] - x[i]) > tol;
+        }
+        CHECK_MSG(bad == 0, "%s: %d of %d values off", k ? "bf16" : "f32", bad, N);
+        st_close(s);
+    }
+    free(x);
+    free(back);
+}
+
 static void test_tinystories(void)
 {
     st_set_t *s;
@@ -447,6 +483,7 @@ int main(void)
     check_sharded(FIX "/sharded/model.safetensors.index.json");
     test_convert();
     test_roundtrip();
+    test_large();
     test_tinystories();
     test_errors();
     mutate_headers(FIX "/mixed.safetensors", 3000);
