@@ -12,7 +12,7 @@
 #include "stages/export.h"
 #include "util/log.h"
 
-static int export_with_config(const cfg_t *cfg, deft_err_t *err)
+int export_with_config(const cfg_t *cfg, deft_err_t *err)
 {
     char *found = NULL;
     const char *ckpt = cfg_str(cfg, "checkpoint");

@@ -38,7 +38,7 @@ static int load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok,
     return agreed;
 }
 
-static int qdiff_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
+int qdiff_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
 {
     int ndata = cfg_data_len(cfg);
     if (ndata < 1)

@@ -37,7 +37,7 @@ static int load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok, def
     return agreed;
 }
 
-static int score_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
+int score_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
 {
     int ndata = cfg_data_len(cfg);
     const char *model = cfg_str(cfg, "model");

@@ -10,7 +10,7 @@
 #include "stages/select.h"
 #include "util/log.h"
 
-static int select_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
+int select_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
 {
     int ndata = cfg_data_len(cfg);
     if (ndata < 1)

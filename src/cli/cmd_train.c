@@ -18,7 +18,7 @@ static loss_kind_t method_kind(const char *s)
     return !strcmp(s, "dpo") ? LOSS_DPO : !strcmp(s, "pro") ? LOSS_PRO : LOSS_SFT;
 }
 
-static int train_with_config(comm_t *comm, const cfg_t *cfg, bool *stopped, deft_err_t *err)
+int train_with_config(comm_t *comm, const cfg_t *cfg, bool *stopped, deft_err_t *err)
 {
     int ndata = cfg_data_len(cfg);
     if (ndata < 1)

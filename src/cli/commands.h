@@ -3,6 +3,11 @@
 #ifndef DEFT_COMMANDS_H
 #define DEFT_COMMANDS_H
 
+#include <stdbool.h>
+
+#include "config/config.h"
+#include "mpi/comm.h"
+
 typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -20,6 +25,15 @@ int cmd_train(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+
+/* A stage from its resolved config section, collective over comm (export:
+ * serial). The subcommands above and `deft run` share them. */
+int qdiff_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err);
+int score_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err);
+int select_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err);
+int train_with_config(comm_t *comm, const cfg_t *cfg, bool *stopped, deft_err_t *err);
+int export_with_config(const cfg_t *cfg, deft_err_t *err);
 
 #endif

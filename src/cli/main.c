@@ -18,6 +18,7 @@ static const command_t commands[] = {
     {"train", cmd_train, "preference training: SFT, DPO, PRO, with the DEFT term"},
     {"export", cmd_export, "write a checkpoint as a Hugging Face model folder"},
     {"plot", cmd_plot, "draw a run's training metrics as PNG files (gnuplot)"},
+    {"run", cmd_run, "every stage in order into one run directory, skipping finished ones"},
     {"tokenize", cmd_tokenize, "print the token ids of JSONL texts (stdin -> stdout)"},
 };
 

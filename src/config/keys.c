@@ -143,7 +143,18 @@ static const cfg_key_t train_keys[] = {
 
 static const cfg_key_t run_keys[] = {
     KEY("stages", CFG_LIST, NULL,
-        .help = "stages to run in order; unset: qdiff score select train export"),
+        .help = "stages to run, in the fixed order sft qdiff score select train export "
+                "generate; unset: all but sft (sft too with sft_first)"),
+    KEY("sft_first", CFG_BOOL, "false",
+        .help = "first fine-tune the model on the best responses of all data (SFT) and "
+                "start every later stage from it"),
+    KEY("generate", CFG_INT, "3", AT_LEAST(0),
+        .help = "held-out prompts (the first ones not selected) completed greedily before "
+                "and after training; 0: none"),
+    KEY("generate_tokens", CFG_INT, "48", AT_LEAST(1),
+        .help = "tokens generated per prompt at most"),
+    KEY("generate_prompt_tokens", CFG_INT, "256", AT_LEAST(1),
+        .help = "prompt tokens kept for generation, cut from the left"),
     KEY("force", CFG_BOOL, "false",
         .help = "rerun stages whose inputs are unchanged since their last run"),
 };

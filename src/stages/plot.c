@@ -133,7 +133,12 @@ typedef struct {
 static bool has(const char *key, const char *part) { return strstr(key, part) != NULL; }
 
 static bool is_rq(const char *k) { return has(k, "r_q") || has(k, "rq"); }
-static bool is_loss(const char *k) { return !is_rq(k) && (has(k, "loss") || has(k, "_term")); }
+/* train's terms: pref (DPO/PRO), sft, deft (-omega R_Q), nll of the best response */
+static bool is_loss(const char *k)
+{
+    return !is_rq(k) && (has(k, "loss") || !strcmp(k, "pref") || !strcmp(k, "sft") ||
+                         !strcmp(k, "deft") || !strcmp(k, "nll"));
+}
 static bool is_acc(const char *k) { return has(k, "acc"); }
 static bool is_reward(const char *k)
 {
