@@ -64,6 +64,7 @@ typedef enum {
 struct tokenizer {
     tok_kind_t kind;
     int32_t n_ids;             /* max id + 1, added tokens included */
+    int32_t ids_cap;           /* allocated length of the per-id arrays */
 
     /* The bytes of every id: byte-level, the raw bytes; SentencePiece, the
      * vocabulary string (UTF-8 with '▁'); added tokens, their text. */

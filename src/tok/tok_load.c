@@ -42,8 +42,11 @@ static void reserve_ids(tokenizer_t *tok, int32_t n)
 {
     if (n <= tok->n_ids)
         return;
-    tok->piece_off = xrealloc(tok->piece_off, (size_t)n * sizeof *tok->piece_off);
-    tok->piece_len = xrealloc(tok->piece_len, (size_t)n * sizeof *tok->piece_len);
+    if (n > tok->ids_cap) {  // geometric: the tiktoken loader grows one rank at a time
+        tok->ids_cap = n < 1024 ? 1024 : n + n / 2;
+        tok->piece_off = xrealloc(tok->piece_off, (size_t)tok->ids_cap * sizeof *tok->piece_off);
+        tok->piece_len = xrealloc(tok->piece_len, (size_t)tok->ids_cap * sizeof *tok->piece_len);
+    }
     for (int32_t i = tok->n_ids; i < n; i++) {
         tok->piece_off[i] = 0;
         tok->piece_len[i] = 0;

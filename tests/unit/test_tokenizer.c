@@ -132,7 +132,8 @@ static void check_decode(const tokenizer_t *tok, const tok_ids_t *ids, const cha
     strbuf_t sb = {0};
     deft_err_t err;
     int rc = tok_decode(tok, ids->ids, ids->n, &sb, &err);
-    CHECK_MSG(rc == DEFT_OK && sb.len == want_len && !memcmp(sb.data, want, want_len),
+    bool same = sb.len == want_len && (!want_len || !memcmp(sb.data, want, want_len));
+    CHECK_MSG(rc == DEFT_OK && same,
               "%s: decode of %.60s gave %.60s", what, want, sb.data ? sb.data : "");
     sb_free(&sb);
 }
@@ -545,8 +546,8 @@ int main(void)
         test_special_modes(both[k]);
         each_json_line(FIX "llama3_extra.jsonl", llama3_extra_check, (void *)both[k]);
         test_invalid_utf8(both[k], names[k]);
-        test_long(both[k], names[k], 4);
     }
+    test_long(model_tok, names[1], 4);  // the merge code is the same for both loaders
     test_special_layout(json_tok, model_tok);
     test_small_vectors();
     test_tinystories();
