@@ -470,7 +470,6 @@ static void metrics_write(trainer_t *t, const char *split, const loss_stats_t *s
     json_t *j = json_object();
     json_object_set_new(j, "split", json_string(split));
     json_object_set_new(j, "step", json_integer(t->step));
-    json_object_set_new(j, "total_steps", json_integer(t->total_steps));
     json_object_set_new(j, "epoch", json_integer(t->epoch));
     json_object_set_new(j, "samples", json_integer(st->n_samples));
     json_object_set_new(j, "tokens", json_integer(tokens));
