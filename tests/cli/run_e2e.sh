@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# deft run end to end on a small slice of the real HH-RLHF data with the real
+# TinyStories model, over 2 ranks: every stage's output and the summary; a
+# rerun skips every stage; a changed select key redoes select and the later
+# stages only; a training stopped by a signal resumes from its checkpoint.
+set -euo pipefail
+deft=${DEFT_BIN:-build/deft}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; tail -n 30 "$tmp"/log* >&2 || true; exit 1; }
+mpi() { mpirun --oversubscribe -np 2 "$@"; }
+
+# (zcat ends on SIGPIPE once head has its lines)
+{ zcat data/hh-rlhf/harmless-base-test.jsonl.gz || true; } | head -120 | gzip > "$tmp/pairs.jsonl.gz"
+cat > "$tmp/run.yaml" <<YAML
+data: [$tmp/pairs.jsonl.gz]
+model: data/models/TinyStories-656K
+run_dir: $tmp/run
+log_every: 1
+score: {batch_size: 8, max_len: 96}
+select: {fraction: 0.25}
+train:
+  method: dpo
+  omega: 3
+  lr: 2e-3
+  epochs: 3
+  micro_batch: 2
+  max_len: 96
+  max_prompt_len: 64
+  eval_fraction: 0.1
+  checkpoint_every: 2
+run: {generate: 2, generate_tokens: 8}
+YAML
+run="$tmp/run"
+
+# 1. a first run makes everything
+mpi "$deft" run "$tmp/run.yaml" > "$tmp/log1" 2>&1 || fail "first run failed"
+for f in qdiff.h5 scores.h5 selected.jsonl selected.report.json ref.h5 metrics.jsonl \
+         export/config.json export/model.safetensors export/tokenizer.json \
+         generations.jsonl run.log summary.md plots/loss.png plots/r_q.png; do
+  [ -s "$run/$f" ] || fail "$f missing after the first run"
+done
+ls "$run"/checkpoints/step-*.h5 > /dev/null || fail "no checkpoint"
+for s in qdiff score select train export generate; do
+  [ -s "$run/stages/$s.json" ] || fail "no record of stage $s"
+done
+for want in "# deft run:" "selected (lowest R_Q" "R_Q (train):" "loss (train):" \
+            "exported model:" "before:" "after:"; do
+  grep -qF -- "$want" "$tmp/log1" || fail "summary lacks '$want'"
+  grep -qF -- "$want" "$run/summary.md" || fail "summary.md lacks '$want'"
+done
+[ "$(wc -l < "$run/generations.jsonl")" = 2 ] || fail "expected 2 generations"
+grep -q "== train: running" "$run/run.log" || fail "run.log lacks the stage lines"
+k=$(wc -l < "$run/selected.jsonl")
+[ "$k" = 30 ] || fail "selected $k records, expected ceil(0.25 * 120) = 30"
+
+# 2. a rerun skips every stage
+mpi "$deft" run "$tmp/run.yaml" > "$tmp/log2" 2>&1 || fail "second run failed"
+[ "$(grep -c 'skipped, unchanged' "$tmp/log2")" = 6 ] || fail "the rerun redid a stage"
+grep -q "stages run: none" "$tmp/log2" || fail "summary of the rerun"
+
+# 3. a changed select key: select and later stages are redone, not qdiff and score
+sed -i 's/fraction: 0.25/fraction: 0.3/' "$tmp/run.yaml"
+mpi "$deft" run "$tmp/run.yaml" > "$tmp/log3" 2>&1 || fail "third run failed"
+for s in qdiff score; do
+  grep -q "== $s: skipped" "$tmp/log3" || fail "$s was redone after a select change"
+done
+for s in select train export generate; do
+  grep -q "== $s: running" "$tmp/log3" || fail "$s was not redone after a select change"
+done
+grep -q "== select: running (config changed)" "$tmp/log3" || fail "reason for redoing select"
+[ "$(wc -l < "$run/selected.jsonl")" = 36 ] || fail "fraction 0.3 should keep 36"
+
+# 4. a training stopped mid-way resumes from its newest checkpoint
+sed -i 's/lr: 2e-3/lr: 1e-3/' "$tmp/run.yaml"
+mpi "$deft" run "$tmp/run.yaml" > "$tmp/log4" 2>&1 &
+pid=$!
+for _ in $(seq 900); do
+  grep -q "checkpoint: wrote" "$tmp/log4" && break
+  sleep 0.1
+done
+grep -q "checkpoint: wrote" "$tmp/log4" || { kill "$pid"; fail "no checkpoint to resume"; }
+kill -TERM "$pid"
+wait "$pid" || true
+grep -q "== train: running" "$tmp/log4" || fail "training did not start in the fourth run"
+grep -q "== export" "$tmp/log4" && fail "the run went on past a stopped training"
+[ ! -e "$run/stages/train.json" ] || fail "a stopped training was recorded as done"
+mpi "$deft" run "$tmp/run.yaml" > "$tmp/log5" 2>&1 || fail "the resumed run failed"
+grep -q "resume: .*step-0*[1-9][0-9]*\.h5 at step" "$tmp/log5" || fail "training did not resume"
+grep -q "== select: skipped" "$tmp/log5" || fail "select was redone on resume"
+[ -s "$run/stages/train.json" ] || fail "the resumed training was not recorded"
+grep -q "== export: running" "$tmp/log5" || fail "export after the resumed training"
+echo "run_e2e: ok"
