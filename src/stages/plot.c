@@ -133,11 +133,12 @@ typedef struct {
 static bool has(const char *key, const char *part) { return strstr(key, part) != NULL; }
 
 static bool is_rq(const char *k) { return has(k, "r_q") || has(k, "rq"); }
-/* train's terms: pref (DPO/PRO), sft, deft (-omega R_Q), nll of the best response */
+/* train's terms: pref (DPO/PRO), sft (w_sft nll), deft (-omega R_Q); the bare nll is
+ * left out: several times larger, it would flatten the terms that sum to the loss */
 static bool is_loss(const char *k)
 {
     return !is_rq(k) && (has(k, "loss") || !strcmp(k, "pref") || !strcmp(k, "sft") ||
-                         !strcmp(k, "deft") || !strcmp(k, "nll"));
+                         !strcmp(k, "deft"));
 }
 static bool is_acc(const char *k) { return has(k, "acc"); }
 static bool is_reward(const char *k)
@@ -182,6 +183,24 @@ static void sb_label(strbuf_t *sb, const char *s)
     }
 }
 
+/* 1 + the number of other metrics of the panel that appeared before key. */
+static int key_colour(const plot_metrics_t *m, const plot_panel_t *p, const char *key)
+{
+    int c = 1;
+    for (int j = 0; j < m->n; j++) {
+        if (!p->takes(m->s[j].key) || m->s[j].n == 0)
+            continue;
+        if (!strcmp(m->s[j].key, key))
+            return c;
+        bool seen = false;
+        for (int k = 0; k < j && !seen; k++)
+            seen = !strcmp(m->s[k].key, m->s[j].key) && p->takes(m->s[k].key) &&
+                   m->s[k].n > 0;
+        c += !seen;
+    }
+    return c;
+}
+
 static void panel_script(const plot_metrics_t *m, const plot_panel_t *p, const char *png,
                          strbuf_t *g)
 {
@@ -205,8 +224,10 @@ static void panel_script(const plot_metrics_t *m, const plot_panel_t *p, const c
         if (!p->takes(s->key) || s->n == 0)
             continue;
         bool eval = !strcmp(s->split, "eval");
-        sb_printf(g, "%s$s%d using 1:2 with %s lw 2 title \"", sep, i,
-                  eval ? "linespoints dt 2 pt 7 ps 0.8" : "lines");
+        /* one colour per metric, so that its train and eval lines pair up */
+        int colour = key_colour(m, p, s->key);
+        sb_printf(g, "%s$s%d using 1:2 with %s lw 2 lc %d title \"", sep, i,
+                  eval ? "linespoints dt 2 pt 7 ps 0.8" : "lines", colour);
         sb_label(g, s->key);
         sb_printf(g, " (%s)\"", s->split);
         sep = ", \\\n     ";
