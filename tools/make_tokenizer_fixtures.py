@@ -5,6 +5,12 @@ independent implementations: Hugging Face `tokenizers` and OpenAI `tiktoken`.
 Writes tests/fixtures/tokenizer/:
   tinystories.jsonl       SentencePiece-style BPE (TinyStories-656K tokenizer.json):
                           {"text", "ids", "ids_cont", "ids_plain", "decoded"}
+  tinystories-pairs/      the same tokenizer saved again by `tokenizers` (merges as
+                          [left, right] pairs) and its goldens, same fields
+  tinystories-metaspace/  the same vocabulary and merges with the newer spelling of
+                          SentencePiece normalization (no normalizer; a Metaspace
+                          pre-tokenizer and decoder, prepend_scheme "first", as in
+                          Llama 2 files converted by recent transformers) and goldens
   llama3_extra.jsonl      Llama 3 edge cases: {"text", "ids", "ids_special"}
   hh_llama3.ids.gz        every chosen and rejected dialogue of
                           data/hh-rlhf/harmless-base-test.jsonl.gz, in file order
@@ -24,13 +30,16 @@ text) and tested with TOK_CONTINUATION alone.
 Run: .venv/bin/python tools/make_tokenizer_fixtures.py
 """
 import gzip
+import io
 import json
 import os
 import random
 
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
-from tokenizers import Tokenizer, normalizers
+import shutil
+
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data")
@@ -72,9 +81,16 @@ EDGE_TEXTS = [
 
 def continuation_tokenizer(path):
     """The same tokenizer without the dummy prefix: drop Prepend from the
-    normalizer Sequence and keep the rest."""
+    normalizer Sequence and keep the rest; for a Metaspace pre-tokenizer, the
+    prepend scheme "never"."""
     tok = Tokenizer.from_file(path)
-    norm = json.loads(tok.to_str())["normalizer"]
+    spec = json.loads(tok.to_str())
+    norm, pre = spec["normalizer"], spec["pre_tokenizer"]
+    if pre and pre["type"] == "Metaspace":
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=pre["replacement"],
+                                                     prepend_scheme="never",
+                                                     split=pre["split"])
+        return tok
     assert norm["type"] == "Sequence", norm
     steps = [n for n in norm["normalizers"] if n["type"] != "Prepend"]
     assert len(steps) == len(norm["normalizers"]) - 1
@@ -84,17 +100,13 @@ def continuation_tokenizer(path):
     return tok
 
 
-def make_tinystories():
-    path = os.path.join(DATA, "models", "TinyStories-656K", "tokenizer.json")
+def write_sp_goldens(path, out, texts):
     whole = Tokenizer.from_file(path)
     plain = Tokenizer.from_file(path)
     plain.encode_special_tokens = True  # special-token text is plain text
     cont = continuation_tokenizer(path)
     cont.encode_special_tokens = True
-    rng = random.Random(1234)
-    responses = [last_response(d) for d in hh_dialogues()]
-    texts = EDGE_TEXTS + rng.sample(responses, 300)
-    with open(os.path.join(OUT, "tinystories.jsonl"), "w", encoding="utf-8") as f:
+    with open(out, "w", encoding="utf-8") as f:
         for text in texts:
             ids = whole.encode(text, add_special_tokens=False).ids
             rec = {
@@ -105,7 +117,37 @@ def make_tinystories():
                 "decoded": whole.decode(ids, skip_special_tokens=False),
             }
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    print(f"tinystories.jsonl: {len(texts)} texts")
+    print(f"{os.path.relpath(out, OUT)}: {len(texts)} texts")
+
+
+def make_tinystories():
+    folder = os.path.join(DATA, "models", "TinyStories-656K")
+    path = os.path.join(folder, "tokenizer.json")
+    rng = random.Random(1234)
+    responses = [last_response(d) for d in hh_dialogues()]
+    texts = EDGE_TEXTS + rng.sample(responses, 300)
+    write_sp_goldens(path, os.path.join(OUT, "tinystories.jsonl"), texts)
+
+    # variants, with the model's licence beside them
+    variants = {}
+    tok = Tokenizer.from_file(path)
+    variants["tinystories-pairs"] = tok
+    tok = Tokenizer.from_file(path)
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first",
+                                                 split=False)
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    variants["tinystories-metaspace"] = tok
+    for name, tok in variants.items():
+        d = os.path.join(OUT, name)
+        os.makedirs(d, exist_ok=True)
+        tok.save(os.path.join(d, "tokenizer.json"))
+        for f in ("LICENSE", "NOTICE"):
+            shutil.copyfile(os.path.join(folder, f), os.path.join(d, f))
+        write_sp_goldens(os.path.join(d, "tokenizer.json"), os.path.join(d, "goldens.jsonl"),
+                         texts[:150])
+    merges = json.load(open(os.path.join(OUT, "tinystories-pairs", "tokenizer.json")))
+    assert isinstance(merges["model"]["merges"][0], list), "expected [left, right] merges"
 
 
 def llama3_encoding(ranks):
@@ -145,7 +187,9 @@ def make_llama3():
           "disagreements")
 
     n_ids = 0
-    with gzip.open(os.path.join(OUT, "hh_llama3.ids.gz"), "wt", compresslevel=9) as f:
+    # mtime=0: the same ids give the same bytes, so a rerun leaves git clean
+    raw = gzip.GzipFile(os.path.join(OUT, "hh_llama3.ids.gz"), "wb", compresslevel=9, mtime=0)
+    with io.TextIOWrapper(raw, encoding="ascii") as f:
         for n, text in enumerate(hh_dialogues()):
             ids = enc.encode_ordinary(text)
             n_ids += len(ids)

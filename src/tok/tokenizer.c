@@ -368,24 +368,6 @@ static int encode_sp_word(enc_t *e, const char *s, size_t n, size_t offset)
     return DEFT_OK;
 }
 
-/* A piece of normalized text between added tokens: one word, or with the
- * Metaspace split, one word per replacement character that starts it. */
-static int encode_sp_piece(enc_t *e, const char *s, size_t n, size_t offset)
-{
-    const tokenizer_t *tok = e->tok;
-    if (!tok->split_on_repl)
-        return encode_sp_word(e, s, n, offset);
-    size_t rl = strlen(tok->space_repl), start = 0;
-    for (size_t i = 1; i + rl <= n; i++)
-        if (!memcmp(s + i, tok->space_repl, rl)) {
-            int rc = encode_sp_word(e, s + start, i - start, offset);
-            if (rc)
-                return rc;
-            start = i;
-        }
-    return encode_sp_word(e, s + start, n - start, offset);
-}
-
 static void sp_normalize(enc_t *e, const char *s, size_t n, size_t offset)
 {
     const tokenizer_t *tok = e->tok;
@@ -417,20 +399,53 @@ static void sp_normalize(enc_t *e, const char *s, size_t n, size_t offset)
     sb_append(out, s + run, n - run);
 }
 
-/* A raw segment between added tokens matched in the raw text. */
+/* A piece between added tokens: one word, or with the Metaspace split, one
+ * word per replacement character that starts it. The Metaspace
+ * pre-tokenizer normalizes each piece here, after the added tokens are cut
+ * out; a Prepend/Replace normalizer has already run over the whole segment. */
+static int encode_sp_piece(enc_t *e, const char *s, size_t n, size_t offset)
+{
+    const tokenizer_t *tok = e->tok;
+    if (!tok->in_normalizer) {
+        sp_normalize(e, s, n, offset);
+        s = e->norm.data;
+        n = e->norm.len;
+    }
+    if (!tok->split_on_repl)
+        return encode_sp_word(e, s, n, offset);
+    size_t rl = strlen(tok->space_repl), start = 0;
+    for (size_t i = 1; i + rl <= n; i++)
+        if (!memcmp(s + i, tok->space_repl, rl)) {
+            int rc = encode_sp_word(e, s + start, i - start, offset);
+            if (rc)
+                return rc;
+            start = i;
+        }
+    return encode_sp_word(e, s + start, n - start, offset);
+}
+
+/* A raw segment between added tokens matched in the raw text; then the
+ * added tokens matched in the normalized text. */
 static int encode_sp_segment(enc_t *e, const char *s, size_t n, size_t offset)
 {
-    sp_normalize(e, s, n, offset);
-    const char *t = e->norm.data;
-    size_t len = e->norm.len, at;
+    const tokenizer_t *tok = e->tok;
+    const char *t = s;
+    size_t len = n, at;
+    if (tok->in_normalizer) {
+        sp_normalize(e, s, n, offset);
+        t = e->norm.data;
+        len = e->norm.len;
+    }
     int k;
-    while (len && (k = find_added(e->tok, t, len, e->flags, true, &at)) >= 0) {
+    while (len && (k = find_added(tok, t, len, e->flags, true, &at)) >= 0) {
         int rc = encode_sp_piece(e, t, at, offset);
         if (rc)
             return rc;
-        tok_ids_push(e->out, e->tok->added[k].id);
-        t += at + e->tok->added[k].len;
-        len -= at + e->tok->added[k].len;
+        tok_ids_push(e->out, tok->added[k].id);
+        size_t skip = at + tok->added[k].len;
+        t += skip;
+        len -= skip;
+        offset += skip;  // exact in raw text, which is all a Metaspace tokenizer has here
     }
     return encode_sp_piece(e, t, len, offset);
 }
