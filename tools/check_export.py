@@ -27,7 +27,7 @@ def main():
     ap.add_argument("--export", required=True)
     a = ap.parse_args()
 
-    model = AutoModelForCausalLM.from_pretrained(a.export, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(a.export, dtype=torch.float32)
     model.eval()
     tok = AutoTokenizer.from_pretrained(a.export)
 

@@ -4,6 +4,7 @@
  * rank 0 writes and the others wait for its result. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "config/config.h"
@@ -20,7 +21,8 @@ int export_with_config(const cfg_t *cfg, deft_err_t *err)
     if (!ckpt) {
         strbuf_t dir = {0};
         sb_printf(&dir, "%s/checkpoints", cfg_str(cfg, "run_dir"));
-        rc = checkpoint_find_latest(dir.data, false, &found, err);
+        if (access(dir.data, F_OK) == 0)
+            rc = checkpoint_find_latest(dir.data, false, &found, err);
         if (!rc && !found)
             rc = deft_fail(err, DEFT_ERR_USAGE, "export: no checkpoint in %s: give "
                            "--checkpoint FILE", dir.data);
