@@ -170,7 +170,8 @@ def make_llama3():
         "plain <|eot_id|> inside", "<|eot_id|", "<|reserved_special_token_250|>",
         "".join(rng.choice(letters) for _ in range(3000)),  # one long pre-token
         "".join(rng.choice(letters + "   .,\n0123456789") for _ in range(3000)),
-        "9" * 1000, " " * 1000 + "x", "\n" * 500 + "x",
+        "9" * 1000, " " * 1000 + "x", "\n" * 500 + "x", " \n" * 2000, "\t " * 1000,
+        "\u0085 " * 300, " \r\n" * 500, "1 " * 1000, "\u3000" * 500, "!?" * 1000,
     ]
     n_disagree = 0
     with open(os.path.join(OUT, "llama3_extra.jsonl"), "w", encoding="utf-8") as f:
