@@ -82,8 +82,8 @@ done
 check_same "hh scores" "$work/s1.txt" "$work/s2.txt" "$work/s4.txt"
 check_same "hh selection" "$work/sel1.jsonl" "$work/sel2.jsonl" "$work/sel4.jsonl"
 n=$(n_scored "$work/s1.h5")
-if [ "$n" -lt 190 ]; then
-    echo "FAIL hh: only $n of 200 samples scored"; fail=1
+if [ "$n" -lt 95 ]; then
+    echo "FAIL hh: only $n of 100 samples scored"; fail=1
 fi
 if [ "$(wc -l <"$work/sel1.jsonl")" != $(((n * 5 + 99) / 100)) ]; then
     echo "FAIL hh: $(wc -l <"$work/sel1.jsonl") lines selected of $n scored"; fail=1
@@ -120,7 +120,7 @@ grep -q 'per subset' "$work/ps1.log" || { echo "FAIL pro: per-subset Q_diff not 
 # IFD = exp(loglik(y) - loglik(y | x)): finite, positive, and not all on one side of 1
 h5dump -m %.17g -y -w 0 -d /ifd "$work/ps1.h5" | sed -n '/DATA {/,/}/p' | tr ',' '\n' |
     awk '$1 ~ /^[0-9]/ { n++; if ($1 <= 0) bad++; if ($1 < 1) lo++ }
-         END { exit !(n > 100 && !bad && lo > 0 && lo < n) }' ||
+         END { exit !(n > 40 && !bad && lo > 0 && lo < n) }' ||
     { echo "FAIL pro: /ifd values out of shape"; fail=1; }
 
 # ---------------------------------------------------------------------------
