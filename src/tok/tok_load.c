@@ -463,54 +463,74 @@ static int load_vocab(tokenizer_t *tok, json_t *vocab, const char *path, deft_er
     return DEFT_OK;
 }
 
+/* The id of a vocabulary string: byte-level strings are decoded to the bytes
+ * the piece table holds. buf holds at least strlen(s) bytes. */
+static int32_t vocab_id(const tokenizer_t *tok, const int16_t cp_to_byte[512], const char *s,
+                        char *buf)
+{
+    size_t n = strlen(s);
+    if (tok->kind == TOK_KIND_BYTELEVEL && bytelevel_decode(cp_to_byte, s, buf, &n))
+        return -1;
+    return tok_strmap_get(tok, tok->kind == TOK_KIND_BYTELEVEL ? buf : s, n);
+}
+
 /* Merges as "left right" strings or [left, right] pairs; rank = position. */
 static int load_merges(tokenizer_t *tok, json_t *model, const char *path, deft_err_t *err)
 {
-    json_t *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
+    json_t *merges = json_object_get(model, "merges");
     if (!json_is_array(merges))
         return deft_fail(err, DEFT_ERR_FORMAT, "%s: field model.merges: expected an array",
                          path);
+    int16_t cp_to_byte[512];
+    bytelevel_table(cp_to_byte);
     tok_pairmap_init(&tok->merges, json_array_size(merges));
-    strbuf_t cat = {0};
+    strbuf_t a = {0}, b = {0}, buf = {0};
     size_t i;
     json_t *m;
     json_array_foreach(merges, i, m) {
-        char *a = NULL, *b = NULL;
+        bool ok = false;
+        a.len = b.len = 0;
         if (json_is_string(m)) {
             const char *s = json_string_value(m), *sp = strchr(s, ' ');
             if (sp && !strchr(sp + 1, ' ')) {
-                a = xstrndup(s, (size_t)(sp - s));
-                b = xstrdup(sp + 1);
+                sb_append(&a, s, (size_t)(sp - s));
+                sb_puts(&b, sp + 1);
+                ok = true;
             }
         } else if (json_is_array(m) && json_array_size(m) == 2 &&
                    json_is_string(json_array_get(m, 0)) && json_is_string(json_array_get(m, 1))) {
-            a = xstrdup(json_string_value(json_array_get(m, 0)));
-            b = xstrdup(json_string_value(json_array_get(m, 1)));
+            sb_puts(&a, json_string_value(json_array_get(m, 0)));
+            sb_puts(&b, json_string_value(json_array_get(m, 1)));
+            ok = true;
         }
-        json_t *ja = a ? json_object_get(vocab, a) : NULL, *jb = b ? json_object_get(vocab, b)
-                                                                   : NULL;
-        cat.len = 0;
-        if (a && b) {
-            sb_puts(&cat, a);
-            sb_puts(&cat, b);
+        int32_t ia = -1, ib = -1, im = -1;
+        if (ok) {
+            sb_append(&a, "", 1);  // NUL-terminate, keeping len at the string
+            a.len--;
+            buf.len = 0;
+            sb_append(&buf, "", a.len + b.len + 1);  // scratch for decoding
+            ia = vocab_id(tok, cp_to_byte, a.data, buf.data);
+            ib = vocab_id(tok, cp_to_byte, b.data, buf.data);
+            sb_append(&a, b.data, b.len);
+            sb_append(&a, "", 1);
+            im = vocab_id(tok, cp_to_byte, a.data, buf.data);
         }
-        json_t *jm = cat.len ? json_object_get(vocab, cat.data) : NULL;
-        free(a);
-        free(b);
-        if (!ja || !jb || !jm) {
+        if (ia < 0 || ib < 0 || im < 0) {
             char *dump = json_dumps(m, JSON_ENCODE_ANY);
             deft_fail(err, DEFT_ERR_FORMAT,
                       "%s: field model.merges[%zu]: %s: expected two vocabulary tokens whose "
                       "concatenation is one too", path, i, dump ? dump : "?");
             free(dump);
-            sb_free(&cat);
+            sb_free(&a);
+            sb_free(&b);
+            sb_free(&buf);
             return DEFT_ERR_FORMAT;
         }
-        tok_pairmap_put(&tok->merges, (int32_t)json_integer_value(ja),
-                        (int32_t)json_integer_value(jb), (int32_t)i,
-                        (int32_t)json_integer_value(jm));
+        tok_pairmap_put(&tok->merges, ia, ib, (int32_t)i, im);
     }
-    sb_free(&cat);
+    sb_free(&a);
+    sb_free(&b);
+    sb_free(&buf);
     return DEFT_OK;
 }
 
@@ -626,12 +646,18 @@ static int load_hf(tokenizer_t *tok, json_t *root, const char *path, deft_err_t 
 
 int tok_load_hf_json(tokenizer_t *tok, const char *path, deft_err_t *err)
 {
+    char *text;
+    size_t len;
+    int rc = read_file(path, &text, &len, err);  // one read: json_load_file reads by getc
+    if (rc)
+        return rc;
     json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    free(text);
     if (!root)
-        return deft_fail(err, errno == ENOENT ? DEFT_ERR_IO : DEFT_ERR_FORMAT,
-                         "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
-    int rc = load_hf(tok, root, path, err);
+        return deft_fail(err, DEFT_ERR_FORMAT, "%s:%d:%d: %s", path, jerr.line, jerr.column,
+                         jerr.text);
+    rc = load_hf(tok, root, path, err);
     json_decref(root);
     return rc;
 }
