@@ -452,7 +452,13 @@ static void print_top(const tokenizer_t *tok, const double *q, const int64_t *po
             if (piece)
                 escape_piece(piece, len, &line);
             sb_puts(&line, "\"");
-            log_info("  %4d  %7d  %-24s  %+12.4e  %10lld  %10lld", k + 1, e->id, line.data,
+            /* Pad by characters, not bytes, so that UTF-8 tokens keep the columns. */
+            size_t chars = 0;
+            for (size_t i = 0; i < line.len; i++)
+                chars += ((unsigned char)line.data[i] & 0xc0) != 0x80;
+            for (; chars < 24; chars++)
+                sb_puts(&line, " ");
+            log_info("  %4d  %7d  %s  %+12.4e  %10lld  %10lld", k + 1, e->id, line.data,
                      e->q, (long long)pos[e->id], (long long)neg[e->id]);
         }
     }
