@@ -132,7 +132,8 @@ void tok_scratch_free(tok_scratch_t *s);
 /* Merge ids[0..n) in place by rank order; returns the new length. Short
  * sequences use an O(n^2) scan, long ones a heap (O(n log n)). */
 size_t tok_bpe_merge(const tokenizer_t *tok, int32_t *ids, size_t n, tok_scratch_t *s);
-/* Exposed so tests can check that both paths agree. */
+/* Exposed so tests can check that both paths agree; the scan takes at most
+ * TOK_BPE_SCAN_MAX ids. */
 size_t tok_bpe_merge_heap(const tokenizer_t *tok, int32_t *ids, size_t n, tok_scratch_t *s);
 size_t tok_bpe_merge_scan(const tokenizer_t *tok, int32_t *ids, size_t n);
 #define TOK_BPE_SCAN_MAX 64   /* longest sequence merged by the scan */

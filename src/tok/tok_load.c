@@ -98,22 +98,26 @@ static void set_byte_ids(tokenizer_t *tok)
 // ----------------------------------------------------------------------------
 // tiktoken tokenizer.model
 
+static int base64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
 static int base64_decode(const char *s, size_t n, char *out, size_t *out_len)
 {
-    static int8_t val[256];
-    if (!val['B']) {
-        memset(val, -1, sizeof val);
-        const char *abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        for (int i = 0; i < 64; i++)
-            val[(unsigned char)abc[i]] = (int8_t)i;
-    }
     uint32_t acc = 0;
     int bits = 0;
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '=')
             break;
-        int v = val[(unsigned char)s[i]];
+        int v = base64_value((unsigned char)s[i]);
         if (v < 0)
             return -1;
         acc = acc << 6 | (uint32_t)v;
