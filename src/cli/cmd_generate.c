@@ -6,21 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend_select.h"
 #include "cli/commands.h"
 #include "config/config.h"
 #include "model/llama.h"
 #include "tok/tokenizer.h"
 #include "util/log.h"
-
-static int pick_backend(const cfg_t *cfg, const backend_t **be, deft_err_t *err)
-{
-    const char *want = cfg_str(cfg, "backend");
-    if (!strcmp(want, "cuda"))
-        return deft_fail(err, DEFT_ERR_USAGE, "--backend cuda: this command runs on the CPU "
-                         "backend only; use --backend cpu or auto");
-    *be = backend_cpu();
-    return DEFT_OK;
-}
 
 static void print_ids(const char *key, const int32_t *ids, int n)
 {
@@ -112,7 +103,7 @@ static int run_generate(const cfg_t *cfg, deft_err_t *err)
     tokenizer_t *tok = NULL;
     const backend_t *be = NULL;
     llama_model_t m;
-    int rc = pick_backend(cfg, &be, err);
+    int rc = backend_select(cfg_str(cfg, "backend"), &be, err);
     if (rc || (rc = tok_load(&tok, tok_path, err)))
         return rc;
     if ((rc = llama_load(&m, dir, be, err))) {

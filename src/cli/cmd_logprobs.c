@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend_select.h"
 #include "cli/commands.h"
 #include "config/config.h"
 #include "model/llama.h"
@@ -18,16 +19,6 @@ typedef struct {
     int32_t *len;    /* [n] */
     int n;
 } batch_t;
-
-static int pick_backend(const cfg_t *cfg, const backend_t **be, deft_err_t *err)
-{
-    const char *want = cfg_str(cfg, "backend");
-    if (!strcmp(want, "cuda"))
-        return deft_fail(err, DEFT_ERR_USAGE, "--backend cuda: this command runs on the CPU "
-                         "backend only; use --backend cpu or auto");
-    *be = backend_cpu();
-    return DEFT_OK;
-}
 
 /* One line {"ids": [...]}: ids must be integers in [0, V). */
 static int parse_line(const char *text, size_t len, long lineno, int V, int max_len,
@@ -139,7 +130,7 @@ static int run_logprobs(const cfg_t *cfg, deft_err_t *err)
                          "folder)");
     const backend_t *be = NULL;
     llama_model_t m;
-    int rc = pick_backend(cfg, &be, err);
+    int rc = backend_select(cfg_str(cfg, "backend"), &be, err);
     if (rc || (rc = llama_load(&m, dir, be, err)))
         return rc;
     rc = score_stdin(&m, (int)cfg_int(cfg, "batch_size"), err);
