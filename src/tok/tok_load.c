@@ -488,8 +488,9 @@ static int load_merges(tokenizer_t *tok, json_t *model, const char *path, deft_e
     int16_t cp_to_byte[512];
     bytelevel_table(cp_to_byte);
     tok_pairmap_init(&tok->merges, json_array_size(merges));
-    strbuf_t a = {0}, b = {0}, buf = {0};
-    size_t i;
+    strbuf_t a = {0}, b = {0};
+    char *buf = NULL;  // (buf_cap) bytes of a decoded byte-level string
+    size_t buf_cap = 0, i;
     json_t *m;
     json_array_foreach(merges, i, m) {
         bool ok = false;
@@ -509,15 +510,14 @@ static int load_merges(tokenizer_t *tok, json_t *model, const char *path, deft_e
         }
         int32_t ia = -1, ib = -1, im = -1;
         if (ok) {
-            sb_append(&a, "", 1);  // NUL-terminate, keeping len at the string
-            a.len--;
-            buf.len = 0;
-            sb_append(&buf, "", a.len + b.len + 1);  // scratch for decoding
-            ia = vocab_id(tok, cp_to_byte, a.data, buf.data);
-            ib = vocab_id(tok, cp_to_byte, b.data, buf.data);
-            sb_append(&a, b.data, b.len);
-            sb_append(&a, "", 1);
-            im = vocab_id(tok, cp_to_byte, a.data, buf.data);
+            if (a.len + b.len + 1 > buf_cap) {
+                buf_cap = 2 * (a.len + b.len + 1);
+                buf = xrealloc(buf, buf_cap);
+            }
+            ia = vocab_id(tok, cp_to_byte, a.data, buf);
+            ib = vocab_id(tok, cp_to_byte, b.data, buf);
+            sb_append(&a, b.data, b.len);  // strbuf keeps a NUL after the text
+            im = vocab_id(tok, cp_to_byte, a.data, buf);
         }
         if (ia < 0 || ib < 0 || im < 0) {
             char *dump = json_dumps(m, JSON_ENCODE_ANY);
@@ -527,14 +527,14 @@ static int load_merges(tokenizer_t *tok, json_t *model, const char *path, deft_e
             free(dump);
             sb_free(&a);
             sb_free(&b);
-            sb_free(&buf);
+            free(buf);
             return DEFT_ERR_FORMAT;
         }
         tok_pairmap_put(&tok->merges, ia, ib, (int32_t)i, im);
     }
     sb_free(&a);
     sb_free(&b);
-    sb_free(&buf);
+    free(buf);
     return DEFT_OK;
 }
 
