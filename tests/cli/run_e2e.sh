@@ -11,13 +11,13 @@ fail() { echo "FAIL: $*" >&2; tail -n 30 "$tmp"/log* >&2 || true; exit 1; }
 mpi() { mpirun --oversubscribe -np 2 "$@"; }
 
 # (zcat ends on SIGPIPE once head has its lines)
-{ zcat data/hh-rlhf/harmless-base-test.jsonl.gz || true; } | head -120 | gzip > "$tmp/pairs.jsonl.gz"
+{ zcat data/hh-rlhf/harmless-base-test.jsonl.gz || true; } | head -80 | gzip > "$tmp/pairs.jsonl.gz"
 cat > "$tmp/run.yaml" <<YAML
 data: [$tmp/pairs.jsonl.gz]
 model: data/models/TinyStories-656K
 run_dir: $tmp/run
 log_every: 1
-score: {batch_size: 8, max_len: 96}
+score: {batch_size: 8, max_len: 64}
 select: {fraction: 0.25}
 train:
   method: dpo
@@ -25,8 +25,8 @@ train:
   lr: 2e-3
   epochs: 3
   micro_batch: 2
-  max_len: 96
-  max_prompt_len: 64
+  max_len: 64
+  max_prompt_len: 40
   eval_fraction: 0.1
   checkpoint_every: 2
 run: {generate: 2, generate_tokens: 8}
@@ -52,7 +52,7 @@ done
 [ "$(wc -l < "$run/generations.jsonl")" = 2 ] || fail "expected 2 generations"
 grep -q "== train: running" "$run/run.log" || fail "run.log lacks the stage lines"
 k=$(wc -l < "$run/selected.jsonl")
-[ "$k" = 30 ] || fail "selected $k records, expected ceil(0.25 * 120) = 30"
+[ "$k" = 20 ] || fail "selected $k records, expected ceil(0.25 * 80) = 20"
 
 # 2. a rerun skips every stage
 mpi "$deft" run "$tmp/run.yaml" > "$tmp/log2" 2>&1 || fail "second run failed"
@@ -69,14 +69,14 @@ for s in select train export generate; do
   grep -q "== $s: running" "$tmp/log3" || fail "$s was not redone after a select change"
 done
 grep -q "== select: running (config changed)" "$tmp/log3" || fail "reason for redoing select"
-[ "$(wc -l < "$run/selected.jsonl")" = 36 ] || fail "fraction 0.3 should keep 36"
+[ "$(wc -l < "$run/selected.jsonl")" = 24 ] || fail "fraction 0.3 should keep 24"
 
 # 4. a training stopped mid-way resumes from its newest checkpoint
 sed -i 's/lr: 2e-3/lr: 1e-3/' "$tmp/run.yaml"
 mpi "$deft" run "$tmp/run.yaml" > "$tmp/log4" 2>&1 &
 pid=$!
 for _ in $(seq 900); do
-  grep -q "checkpoint: wrote" "$tmp/log4" && break
+  grep -qs "checkpoint: wrote" "$tmp/log4" && break
   sleep 0.1
 done
 grep -q "checkpoint: wrote" "$tmp/log4" || { kill "$pid"; fail "no checkpoint to resume"; }
