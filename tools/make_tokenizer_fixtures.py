@@ -11,6 +11,9 @@ Writes tests/fixtures/tokenizer/:
                           SentencePiece normalization (no normalizer; a Metaspace
                           pre-tokenizer and decoder, prepend_scheme "first", as in
                           Llama 2 files converted by recent transformers) and goldens
+  tiny-sp/                a 9-token SentencePiece-style BPE written here, for what
+                          TinyStories lacks: byte fallback tokens, fuse_unk, and an
+                          added token that is not special (matched in plain mode too)
   llama3_extra.jsonl      Llama 3 edge cases: {"text", "ids", "ids_special"}
   hh_llama3.ids.gz        every chosen and rejected dialogue of
                           data/hh-rlhf/harmless-base-test.jsonl.gz, in file order
@@ -101,6 +104,11 @@ def continuation_tokenizer(path):
 
 
 def write_sp_goldens(path, out, texts):
+    """ids_cont is null where the text holds an added token that is matched
+    in the raw text: the segment after it gets the dummy prefix in the full
+    tokenizer, so also in a continuation, but not in continuation_tokenizer()."""
+    raw_added = [t["content"] for t in json.load(open(path, encoding="utf-8"))["added_tokens"]
+                 if not t["normalized"]]
     whole = Tokenizer.from_file(path)
     plain = Tokenizer.from_file(path)
     plain.encode_special_tokens = True  # special-token text is plain text
@@ -112,7 +120,8 @@ def write_sp_goldens(path, out, texts):
             rec = {
                 "text": text,
                 "ids": ids,
-                "ids_cont": cont.encode(text, add_special_tokens=False).ids,
+                "ids_cont": (None if any(a in text for a in raw_added)
+                             else cont.encode(text, add_special_tokens=False).ids),
                 "ids_plain": plain.encode(text, add_special_tokens=False).ids,
                 "decoded": whole.decode(ids, skip_special_tokens=False),
             }
@@ -148,6 +157,41 @@ def make_tinystories():
                          texts[:150])
     merges = json.load(open(os.path.join(OUT, "tinystories-pairs", "tokenizer.json")))
     assert isinstance(merges["model"]["merges"][0], list), "expected [left, right] merges"
+
+
+def make_tiny_sp():
+    """A hand-made SentencePiece-style BPE exercising byte fallback, fused unk
+    and a non-special added token; goldens from `tokenizers`."""
+    def added(i, content, special):
+        return {"id": i, "content": content, "single_word": False, "lstrip": False,
+                "rstrip": False, "normalized": False, "special": special}
+    spec = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [added(0, "<unk>", True), added(7, "[X]", False)],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "pre_tokenizer": None, "post_processor": None,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": "<unk>",
+            "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
+            "byte_fallback": True, "ignore_merges": False,
+            "vocab": {"<unk>": 0, "\u2581": 1, "a": 2, "b": 3, "\u2581a": 4, "<0xC3>": 5,
+                      "<0xA9>": 6, "[X]": 7, "ab": 8},
+            "merges": ["\u2581 a", "a b"]},
+    }
+    d = os.path.join(OUT, "tiny-sp")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "tokenizer.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(spec, f, ensure_ascii=False, indent=1)
+    texts = ["a[X]b", "[X]", "ab ab", "\u00e9", "a\u00e9 b", "xyz a", "[X] [X]", "xyzzy\u00e9q",
+             " a", "b a  b", "\u00e9\u00e9[X]\u00e9", "q[X]q"]
+    write_sp_goldens(path, os.path.join(d, "goldens.jsonl"), texts)
 
 
 def llama3_encoding(ranks):
@@ -201,6 +245,7 @@ def make_llama3():
 def main():
     os.makedirs(OUT, exist_ok=True)
     make_tinystories()
+    make_tiny_sp()
     make_llama3()
 
 

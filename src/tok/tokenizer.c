@@ -339,7 +339,11 @@ static int encode_sp_word(enc_t *e, const char *s, size_t n, size_t offset)
     }
     int32_t *sym = enc_symbols(e, n);
     size_t m = 0;
-    bool last_unk = false;
+    /* An unk is held back until a known character (or the end) follows, and
+     * fuse_unk extends it over the next unknown characters. Byte-fallback
+     * tokens do not release it: Hugging Face tokenizers puts them before a
+     * pending unk ("xé" with no "x" -> <0xC3> <0xA9> <unk>), so deft does too. */
+    bool pending_unk = false;
     for (size_t i = 0; i < n;) {
         int k = utf8_len((const unsigned char *)s + i, n - i);
         int32_t id = tok_strmap_get(tok, s + i, (size_t)k);
@@ -347,16 +351,17 @@ static int encode_sp_word(enc_t *e, const char *s, size_t n, size_t offset)
         for (int j = 0; bytes && j < k; j++)
             bytes = tok->byte_id[(unsigned char)s[i + j]] >= 0;
         if (id >= 0) {
+            if (pending_unk)
+                sym[m++] = tok->unk_id;
+            pending_unk = false;
             sym[m++] = id;
-            last_unk = false;
         } else if (bytes) {
             for (int j = 0; j < k; j++)
                 sym[m++] = tok->byte_id[(unsigned char)s[i + j]];
-            last_unk = false;
         } else if (tok->unk_id >= 0) {
-            if (!(tok->fuse_unk && last_unk))
+            if (pending_unk && !tok->fuse_unk)
                 sym[m++] = tok->unk_id;
-            last_unk = true;
+            pending_unk = true;
         } else {
             return deft_fail(e->err, DEFT_ERR_DATA,
                              "character '%.*s' near byte offset %zu has no token, and the "
@@ -364,6 +369,8 @@ static int encode_sp_word(enc_t *e, const char *s, size_t n, size_t offset)
         }
         i += (size_t)k;
     }
+    if (pending_unk)
+        sym[m++] = tok->unk_id;
     enc_merge_push(e, m);
     return DEFT_OK;
 }

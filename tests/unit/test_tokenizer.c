@@ -297,8 +297,11 @@ static void tinystories_check(json_t *rec, int line, void *p)
         check_decode(tok, &want, text, len, "tinystories round trip");
     else
         check_decode(tok, &want, json_string_value(jd), json_string_length(jd), "tinystories");
-    json_ids(json_object_get(rec, "ids_cont"), &want);
-    check_encode(tok, text, len, TOK_CONTINUATION, &want, "tinystories cont");
+    json_t *cont = json_object_get(rec, "ids_cont");  // null: no golden (see the tool)
+    if (!json_is_null(cont)) {
+        json_ids(cont, &want);
+        check_encode(tok, text, len, TOK_CONTINUATION, &want, "tinystories cont");
+    }
     json_ids(json_object_get(rec, "ids_plain"), &want);
     check_encode(tok, text, len, 0, &want, "tinystories plain");
     tok_ids_free(&want);
@@ -338,16 +341,16 @@ static void test_tinystories(void)
  * decodes to "a b"); deft gives the text back, so there decoding is
  * compared with the text itself (less the one leading space that Metaspace
  * takes as the dummy prefix when the text starts with one). */
-static void test_tinystories_variant(const char *dir, bool lossless)
+static void test_tinystories_variant(const char *dir, bool lossless, int n_want)
 {
     char path[256];
     snprintf(path, sizeof path, FIX "%s/tokenizer.json", dir);
     tokenizer_t *tok = load(path);
-    CHECK(!strcmp(tok_kind(tok), "bpe-sentencepiece") && tok_vocab_size(tok) == 2048);
+    CHECK(!strcmp(tok_kind(tok), "bpe-sentencepiece"));
     snprintf(path, sizeof path, FIX "%s/goldens.jsonl", dir);
     sp_ctx_t c = {tok, lossless};
     int n = each_json_line(path, tinystories_check, &c);
-    CHECK(n == 150);
+    CHECK(n == n_want);
     tok_free(tok);
 }
 
@@ -586,8 +589,10 @@ int main(void)
     test_special_layout(json_tok, model_tok);
     test_small_vectors();
     test_tinystories();
-    test_tinystories_variant("tinystories-pairs", false);
-    test_tinystories_variant("tinystories-metaspace", true);
+    test_tinystories_variant("tinystories-pairs", false, 150);
+    test_tinystories_variant("tinystories-metaspace", true, 150);
+    test_tinystories_variant("tiny-sp", false, 12);  // byte fallback, fused unk, non-special
+
     tokenizer_t *ts = load(TINYSTORIES);
     test_invalid_utf8(ts, "tinystories");
     test_long(ts, "tinystories", 3);
