@@ -558,6 +558,28 @@ static void test_errors(const tokenizer_t *tok)
     CHECK(tok_load(&t, path, &err) == DEFT_ERR_FORMAT && strstr(err.msg, ":3:"));
     unlink(path);
 
+    struct {
+        const char *json, *want;
+    } bad_json[] = {
+        {"{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}", "model.type"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, "
+         "\"merges\": [\"a b\"]}}", "model.merges[0]"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+         "\"normalizer\": {\"type\": \"NFKC\"}}", "field normalizer"},
+        {"{\"model\": {\"type\": \"BPE\"", ":1:24:"},  // truncated: line and column
+    };
+    for (size_t i = 0; i < DEFT_ARRAY_LEN(bad_json); i++) {
+        char jpath[] = "/tmp/deft-tok-json-XXXXXX";
+        int jfd = mkstemp(jpath);
+        size_t jl = strlen(bad_json[i].json);
+        CHECK(write(jfd, bad_json[i].json, jl) == (ssize_t)jl);
+        close(jfd);
+        int rc = tok_load(&t, jpath, &err);
+        CHECK_MSG(rc == DEFT_ERR_FORMAT && strstr(err.msg, bad_json[i].want),
+                  "bad tokenizer.json %zu: %s", i, err.msg);
+        unlink(jpath);
+    }
+
     int32_t ids[] = {40, 128256};
     strbuf_t sb = {0};
     CHECK(tok_decode(tok, ids, 2, &sb, &err) == DEFT_ERR_FORMAT && strstr(err.msg, "128256"));
