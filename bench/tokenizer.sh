@@ -9,7 +9,10 @@ set -euo pipefail
 build=${1:-build}
 passes=${2:-5}
 py=${PYTHON:-.venv/bin/python}
-cmake --build "$build" --target bench_tokenizer >/dev/null
+if ! out=$(cmake --build "$build" --target bench_tokenizer 2>&1); then
+    echo "$out"
+    exit 1
+fi
 deft=$(taskset -c 0 "$build/bench_tokenizer" data/llama3/tokenizer.model \
        data/hh-rlhf/harmless-base-test.jsonl.gz "$passes")
 echo "$deft"
