@@ -673,6 +673,18 @@ static int build_header(const st_write_tensor_t *t, int n, st_dtype_t dtype,
     return DEFT_OK;
 }
 
+/* The rename itself is durable only once the folder's entry is on disk. */
+static void sync_parent_dir(const char *path)
+{
+    char *copy = xstrdup(path);
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(copy);
+}
+
 int st_write(const char *path, const st_write_tensor_t *t, int n, st_dtype_t dtype,
              const char *metadata_json, deft_err_t *err)
 {
@@ -722,6 +734,8 @@ int st_write(const char *path, const st_write_tensor_t *t, int n, st_dtype_t dty
         unlink(tmp.data);
         rc = deft_fail(err, DEFT_ERR_IO, "%s: cannot rename to %s: %s", tmp.data, path,
                        strerror(e));
+    } else {
+        sync_parent_dir(path);
     }
 done:
     sb_free(&tmp);
