@@ -787,6 +787,42 @@ static int flag_apply(const flag_set_t *fs, deft_err_t *err)
     return DEFT_OK;
 }
 
+/* Refuses argv[i] when the command takes no more arguments: a word a command
+ * never reads would be lost without a trace. After a true/false flag it is most
+ * likely meant as the flag's value (`--strict false`), which would otherwise
+ * run with the opposite setting. */
+static int positional_check(cfg_t *cfg, char **argv, int i, deft_err_t *err)
+{
+    int max = cfg->section->max_positional;
+    if (max < 0 || cfg->npositional < max)
+        return DEFT_OK;
+    const char *prev = argv[i - 1];
+    bool b;
+    if (i > 1 && !strncmp(prev, "--", 2) && !strchr(prev, '=') && parse_bool(argv[i], &b)) {
+        char *name = xstrdup(prev + 2);
+        for (char *c = name; *c; c++)
+            if (*c == '-')
+                *c = '_';
+        cfg_value_t *v;
+        const cfg_key_t *k = flag_key(cfg, name, &v);
+        free(name);
+        if (k && k->type == CFG_BOOL)
+            return deft_fail(err, DEFT_ERR_USAGE, "%s %s: a true/false flag takes no separate "
+                             "value: write %s=%s (or %s / --no-%s)", prev, argv[i], prev,
+                             argv[i], prev, prev + 2);
+    }
+    const char *dot = strrchr(argv[i], '.');
+    if (max == 0 && dot && (!strcmp(dot, ".yaml") || !strcmp(dot, ".yml")))
+        return deft_fail(err, DEFT_ERR_USAGE, "'%s': unexpected argument: a config file is "
+                         "loaded with -c %s", argv[i], argv[i]);
+    if (max == 0)
+        return deft_fail(err, DEFT_ERR_USAGE, "'%s': unexpected argument: 'deft %s' takes "
+                         "none (keys are set with --key value; -c FILE loads a config file)",
+                         argv[i], cfg->section->name);
+    return deft_fail(err, DEFT_ERR_USAGE, "'%s': unexpected argument: 'deft %s' takes at most "
+                     "%d", argv[i], cfg->section->name, max);
+}
+
 static int argv_scan(cfg_t *cfg, flag_list_t *fl, int argc, char **argv, deft_err_t *err)
 {
     bool only_positional = false;
@@ -794,6 +830,9 @@ static int argv_scan(cfg_t *cfg, flag_list_t *fl, int argc, char **argv, deft_er
         const char *a = argv[i];
         int rc = DEFT_OK;
         if (only_positional || a[0] != '-' || !strcmp(a, "-") || looks_numeric(a)) {
+            rc = positional_check(cfg, argv, i, err);
+            if (rc)
+                return rc;
             cfg->positional = xrealloc(cfg->positional,
                                        (size_t)(cfg->npositional + 1) * sizeof(char *));
             cfg->positional[cfg->npositional++] = xstrdup(a);

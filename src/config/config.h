@@ -40,6 +40,9 @@ typedef struct {
     const cfg_key_t *keys;
     int nkeys;
     const char *summary;  /* one line for `deft --help` */
+    int max_positional;   /* arguments that are not flags the command takes; -1: any (the
+                             command checks them). A stray word is refused, so that a value
+                             given to a true/false flag (`--strict false`) is not dropped */
 } cfg_section_t;
 
 /* One entry of a CFG_DATA list. */

@@ -122,7 +122,8 @@ static void write_sentence(const char *s, FILE *f)
 
 void cfg_write_help(const cfg_section_t *sec, FILE *f)
 {
-    fprintf(f, "usage: deft %s [-c CONFIG.yaml] [--key value ...] [ARGS ...]\n\n", sec->name);
+    fprintf(f, "usage: deft %s [-c CONFIG.yaml] [--key value ...]%s\n\n", sec->name,
+            sec->max_positional ? " [ARGS ...]" : "");
     write_sentence(sec->summary, f);
     fprintf(f, "\n\n");
     fprintf(f, "Keys come from their defaults, then the config file, then flags (flags "
@@ -183,7 +184,9 @@ static const char *reference_intro =
     "be repeated to append: `--data a.jsonl b.jsonl --data c.jsonl`. A list given by\n"
     "flags replaces the list of the file. Data files given as flags are paths; a\n"
     "subset or format needs the mapping form in a file. Other arguments are passed\n"
-    "to the command as positional arguments, as is everything after `--`.\n"
+    "to the command as positional arguments, as is everything after `--`; a command\n"
+    "that takes none (all but `tokenize` and `plot`) refuses them, so that\n"
+    "`--strict false` is an error rather than a run with `strict` true.\n"
     "`deft COMMAND --help` lists every key a command reads.\n"
     "\n"
     "**Values.** Integers are whole decimal numbers within the 64-bit range; numbers\n"

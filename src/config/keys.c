@@ -13,7 +13,9 @@
 #define ABOVE_UPTO(lo, hi) .min = (lo), .max = (hi), .min_open = true
 
 #define KEY(n, t, d, ...) {.name = (n), .type = (t), .def = (d), __VA_ARGS__}
-#define SECTION(n, table, text) {(n), (table), (int)DEFT_ARRAY_LEN(table), (text)}
+#define SECTION(n, table, text, ...) \
+    {.name = (n), .keys = (table), .nkeys = (int)DEFT_ARRAY_LEN(table), .summary = (text), \
+     __VA_ARGS__}
 
 // ----------------------------------------------------------------------------
 // shared keys: top level of a config file, read by every command
@@ -194,7 +196,8 @@ static const cfg_key_t plot_keys[] = {
 };
 
 static const cfg_section_t sections[] = {
-    SECTION("tokenize", tokenize_keys, "print the token ids of a text"),
+    SECTION("tokenize", tokenize_keys, "print the token ids of a text",
+            .max_positional = -1),
     SECTION("qdiff", qdiff_keys, "count tokens of preferred and rejected responses: Q_diff"),
     SECTION("score", score_keys, "distribution reward R_Q of every sample"),
     SECTION("select", select_keys, "keep the lowest-R_Q fraction of each subset"),
@@ -204,7 +207,7 @@ static const cfg_section_t sections[] = {
     SECTION("logprobs", logprobs_keys, "log-probabilities of responses under a model"),
     SECTION("generate", generate_keys, "complete prompts with a model"),
     SECTION("export", export_keys, "write a checkpoint as a Hugging Face model"),
-    SECTION("plot", plot_keys, "plot training metrics"),
+    SECTION("plot", plot_keys, "plot training metrics", .max_positional = 1),
 };
 
 const cfg_section_t *cfg_find_section(const char *name)

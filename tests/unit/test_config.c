@@ -163,7 +163,11 @@ static void test_file_and_precedence(void)
     // An empty file and a file of only a section are fine.
     CHECK(parse(&cfg, &err, "qdiff", "-c", yaml_file("empty.yaml", ""), NULL) == DEFT_OK);
     cfg_free(cfg);
-    CHECK(parse(&cfg, &err, "qdiff", yaml_file("c.yaml", "seed: 5\n"), NULL) == DEFT_OK);
+    // A config file named without -c is not read; rather than run on the
+    // defaults, a command that takes no arguments refuses it.
+    CHECK_FAILS(DEFT_ERR_USAGE, P("unexpected argument", "-c"), "qdiff",
+                yaml_file("c.yaml", "seed: 5\n"));
+    CHECK(parse(&cfg, &err, "tokenize", yaml_file("c.yaml", "seed: 5\n"), NULL) == DEFT_OK);
     CHECK(cfg_int(cfg, "seed") == 1234 && cfg_npositional(cfg) == 1);
     cfg_free(cfg);
     char arg[600];
@@ -213,11 +217,16 @@ static void test_bool_flags(void)
           DEFT_OK);
     CHECK(cfg_bool(cfg, "strict") && !cfg_bool(cfg, "keep_file_order"));
     cfg_free(cfg);
-    // A bool flag takes no separate value: the next word is positional.
-    CHECK(parse(&cfg, &err, "qdiff", "--strict", "false", NULL) == DEFT_OK);
-    CHECK(cfg_bool(cfg, "strict") && cfg_npositional(cfg) == 1);
+    // A bool flag takes no separate value: the next word is positional, which
+    // a command that takes none refuses rather than running with strict true.
+    CHECK(parse(&cfg, &err, "tokenize", "--bos", "false", NULL) == DEFT_OK);
+    CHECK(cfg_bool(cfg, "bos") && cfg_npositional(cfg) == 1);
     CHECK(!strcmp(cfg_positional(cfg, 0), "false"));
     cfg_free(cfg);
+    CHECK_FAILS(DEFT_ERR_USAGE, P("--strict false", "takes no separate value",
+                                  "--strict=false", "--no-strict"), "qdiff", "--strict", "false");
+    CHECK_FAILS(DEFT_ERR_USAGE, P("--per-subset=True", "--no-per-subset"), "qdiff",
+                "--per-subset", "True");
 
     CHECK_FAILS(DEFT_ERR_USAGE, P("--strict", "expected true or false", "'maybe'"), "qdiff",
                 "--strict=maybe");
@@ -298,6 +307,15 @@ static void test_positional(void)
     CHECK(cfg_positional(cfg, 6) == NULL);
     cfg_free(cfg);
     CHECK_FAILS(DEFT_ERR_USAGE, P("-x", "unknown option", "deft tokenize"), "tokenize", "-x");
+    // Commands that read no positional argument refuse one instead of ignoring it.
+    CHECK_FAILS(DEFT_ERR_USAGE, P("'extra'", "unexpected argument", "'deft train' takes none"),
+                "train", "--data", "a.jsonl", "--max-steps", "3", "--", "extra");
+    CHECK_FAILS(DEFT_ERR_USAGE, P("'maybe'", "unexpected argument"), "qdiff", "--strict",
+                "maybe");
+    CHECK(parse(&cfg, &err, "plot", "runs/a", NULL) == DEFT_OK);
+    CHECK(cfg_npositional(cfg) == 1);
+    cfg_free(cfg);
+    CHECK_FAILS(DEFT_ERR_USAGE, P("'runs/b'", "takes at most 1"), "plot", "runs/a", "runs/b");
 }
 
 static void test_file_errors(void)
