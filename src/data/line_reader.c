@@ -103,6 +103,13 @@ int line_reader_next(line_reader_t *lr, bool keep, line_status_t *status, deft_e
             break;
         }
     }
+    /* A UTF-8 byte order mark (some Windows editors start every file with one)
+     * marks the encoding; it is not part of the first record. */
+    static const char bom[3] = {'\xef', '\xbb', '\xbf'};
+    if (keep && lr->lineno == 1 && lr->line.len >= 3 && !memcmp(lr->line.data, bom, 3)) {
+        memmove(lr->line.data, lr->line.data + 3, lr->line.len - 2);
+        lr->line.len -= 3;
+    }
     /* "\r\n" files (written on Windows) read the same as "\n" files. */
     if (keep && lr->line.len && lr->line.data[lr->line.len - 1] == '\r')
         lr->line.data[--lr->line.len] = '\0';

@@ -1,6 +1,7 @@
 /* Line-by-line reading of plain or gzip-compressed text files: lines of any
- * length, "\r\n" taken as a newline, and gzip streams that end early or are
- * corrupt reported as truncated rather than as a quiet end of file. */
+ * length, "\r\n" taken as a newline, a UTF-8 byte order mark at the start
+ * skipped, and gzip streams that end early or are corrupt reported as
+ * truncated rather than as a quiet end of file. */
 #ifndef DEFT_LINE_READER_H
 #define DEFT_LINE_READER_H
 
