@@ -243,3 +243,100 @@ void comm_blobs_free(comm_blobs_t *b)
     free(b->off);
     memset(b, 0, sizeof *b);
 }
+
+// ----------------------------------------------------------------------------
+// float collectives (tensor parallelism)
+
+int comm_allreduce_sum_f32(comm_t *c, float *buf, size_t n, deft_err_t *err)
+{
+    int p = c->size, me = c->rank;
+    if (p == 1 || n == 0)
+        return DEFT_OK;
+    /* Per chunk of m floats: block b = [m*b/p, m*(b+1)/p) is summed by rank b
+     * from everyone's copy of it, in rank order, then every block goes to all. */
+    size_t step = chunk_elems(sizeof *buf * (size_t)p);
+    int *cnt = xmalloc(sizeof(int) * (size_t)p), *dsp = xmalloc(sizeof(int) * (size_t)p);
+    int *rcnt = xmalloc(sizeof(int) * (size_t)p), *rdsp = xmalloc(sizeof(int) * (size_t)p);
+    float *in = xmalloc(sizeof(float) * (step / (size_t)p + 1) * (size_t)p);
+    float *mine = xmalloc(sizeof(float) * (step / (size_t)p + 1));
+    int code = DEFT_OK;
+    for (size_t i = 0; i < n && code == DEFT_OK; i += step) {
+        size_t m = n - i < step ? n - i : step;
+        for (int b = 0; b < p; b++) {
+            dsp[b] = (int)(m * (size_t)b / (size_t)p);
+            cnt[b] = (int)(m * (size_t)(b + 1) / (size_t)p) - dsp[b];
+        }
+        for (int r = 0; r < p; r++) {
+            rcnt[r] = cnt[me];
+            rdsp[r] = r * cnt[me];
+        }
+        int rc = MPI_Alltoallv(buf + i, cnt, dsp, MPI_FLOAT, in, rcnt, rdsp, MPI_FLOAT, c->mc);
+        if (rc != MPI_SUCCESS) {
+            code = mpi_fail(err, rc, "MPI_Alltoallv (ordered float sum)");
+            break;
+        }
+        for (int j = 0; j < cnt[me]; j++) {
+            float s = in[j];
+            for (int r = 1; r < p; r++)
+                s += in[(size_t)r * cnt[me] + j];
+            mine[j] = s;
+        }
+        rc = MPI_Allgatherv(mine, cnt[me], MPI_FLOAT, buf + i, cnt, dsp, MPI_FLOAT, c->mc);
+        if (rc != MPI_SUCCESS)
+            code = mpi_fail(err, rc, "MPI_Allgatherv (ordered float sum)");
+    }
+    free(cnt), free(dsp), free(rcnt), free(rdsp), free(in), free(mine);
+    return code;
+}
+
+int comm_allreduce_max_f32(comm_t *c, float *buf, size_t n, deft_err_t *err)
+{
+    size_t step = chunk_elems(sizeof *buf);
+    for (size_t i = 0; i < n && c->size > 1; i += step) {
+        size_t m = n - i < step ? n - i : step;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)m, MPI_FLOAT, MPI_MAX, c->mc);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(err, rc, "MPI_Allreduce (float max)");
+    }
+    return DEFT_OK;
+}
+
+int comm_allgather_f32(comm_t *c, const float *mine, size_t n, float *out, deft_err_t *err)
+{
+    /* one broadcast per rank and chunk: no count overflows for any n */
+    memcpy(out + (size_t)c->rank * n, mine, sizeof(float) * n);
+    for (int r = 0; r < c->size && c->size > 1; r++) {
+        int code = comm_bcast_bytes(c, out + (size_t)r * n, sizeof(float) * n, r, err);
+        if (code)
+            return code;
+    }
+    return DEFT_OK;
+}
+
+// ----------------------------------------------------------------------------
+// sub-communicators
+
+int comm_split(comm_t *c, int color, int key, comm_t **out, deft_err_t *err)
+{
+    *out = NULL;
+    MPI_Comm mc;
+    int rc = MPI_Comm_split(c->mc, color, key, &mc);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(err, rc, "MPI_Comm_split");
+    MPI_Comm_set_errhandler(mc, MPI_ERRORS_RETURN);
+    comm_t *s = xcalloc(1, sizeof *s);
+    s->mc = mc;
+    MPI_Comm_rank(mc, &s->rank);
+    MPI_Comm_size(mc, &s->size);
+    *out = s;
+    return DEFT_OK;
+}
+
+void comm_free(comm_t *c)
+{
+    if (!c || c == &g_world)
+        return;
+    if (g_inited)
+        MPI_Comm_free(&c->mc);
+    free(c);
+}

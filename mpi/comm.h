@@ -57,6 +57,18 @@ int comm_allreduce_min_i64(comm_t *c, int64_t *buf, size_t n, deft_err_t *err);
  * units of work, or exact integers. */
 int comm_allreduce_sum_f64(comm_t *c, double *buf, size_t n, deft_err_t *err);
 
+/* In-place float sum over ranks, buf[n] on every rank, with the same bits on
+ * every rank: rank b adds block b of every rank's buffer in rank order
+ * (((r0 + r1) + r2) + ...), then the blocks are shared (a reduce-scatter
+ * and an allgather, so each rank moves about 2n floats whatever the size). */
+int comm_allreduce_sum_f32(comm_t *c, float *buf, size_t n, deft_err_t *err);
+
+/* In-place float maximum over ranks, buf[n]; exact, so the same everywhere. */
+int comm_allreduce_max_f32(comm_t *c, float *buf, size_t n, deft_err_t *err);
+
+/* Every rank's n floats, in rank order: out[size * n] on every rank. */
+int comm_allgather_f32(comm_t *c, const float *mine, size_t n, float *out, deft_err_t *err);
+
 /* Broadcast n bytes from root into buf on every rank. */
 int comm_bcast_bytes(comm_t *c, void *buf, size_t n, int root, deft_err_t *err);
 
@@ -75,6 +87,14 @@ typedef struct {
 int comm_allgather_blobs(comm_t *c, const void *mine, size_t n, comm_blobs_t *out,
                          deft_err_t *err);
 void comm_blobs_free(comm_blobs_t *b);
+
+/* The ranks of c with the same color, ordered by key (then by rank in c),
+ * as a new communicator; errors come back as codes, as on comm_world().
+ * Every rank of c calls it. Release with comm_free. */
+int comm_split(comm_t *c, int color, int key, comm_t **out, deft_err_t *err);
+
+/* Releases a communicator made by comm_split (NULL and comm_world(): nothing). */
+void comm_free(comm_t *c);
 
 /* Largest number of bytes one MPI call moves; bigger transfers are cut into
  * chunks of at most this size. Lowering it lets tests exercise the chunked

@@ -1,7 +1,9 @@
 /* The Llama model over the backend interface: parameters (Hugging Face names
  * and layout), loading from safetensors, the forward pass (RMSNorm, GQA
  * attention with RoPE, SwiGLU MLP, residuals), the backward pass into
- * parameter gradients, per-token log-probabilities and generation. */
+ * parameter gradients, per-token log-probabilities and generation; under
+ * tensor parallelism each rank holds a shard and the partial results are
+ * summed over its tp group (docs/model.md, "Tensor parallelism"). */
 #include "model/llama.h"
 
 #include <math.h>
@@ -12,7 +14,8 @@
 #include "io/safetensors.h"
 
 /* Activations of the forward pass, all in backend memory. With N = B*T rows,
- * D = hidden_size, F = intermediate_size, QD = Hq*hd, KD = Hkv*hd, per layer l:
+ * D = hidden_size, and this rank's shares F = intermediate_size/tp,
+ * QD = Hq/tp*hd, KD = Hkv/tp*hd, Hq = heads/tp, per layer l:
  *   xs[l]     [N, D]            residual stream entering layer l (xs[L]: leaving the last)
  *   xn1, xn2  [N, D]            RMSNorm outputs before attention / before the MLP
  *   rstd1, rstd2 [N]            their 1/rms
@@ -39,7 +42,12 @@ struct llama_acts {
     int32_t *klen;     /* [B] keys per sequence */
     /* backward scratch, allocated on the first backward */
     float *dx, *dn, *dq, *dk, *dv, *datt, *dact, *dgate, *dup;
-    /* [rows, V] logits scratch and its row capacity */
+    /* tensor parallelism only (host memory): ids [N] as given, so that rows
+     * whose token lies outside this rank's vocabulary shard can be masked, and
+     * [N, D] staging for the sums over the tp group */
+    int32_t *ids_host;
+    float *tp_buf;
+    /* [rows, V/tp] logits scratch and its row capacity */
     float *logits;
     int64_t logits_rows;
     /* every allocation, for llama_free */
@@ -66,6 +74,38 @@ static void param_set(llama_param_t *p, const char *name, int64_t d0, int64_t d1
     p->shape[1] = d1 > 0 ? d1 : 0;
     p->numel = d1 > 0 ? d0 * d1 : d0;
     p->decay = decay;
+    p->full_shape[0] = p->shape[0], p->full_shape[1] = p->shape[1];
+    p->shard_dim = LLAMA_SHARD_NONE;
+    p->shard_offset = 0;
+}
+
+/* Keeps slice tp_rank of tp along dim (rows or columns) of a full-shaped p. */
+static void param_shard(llama_param_t *p, int dim, int tp, int tp_rank)
+{
+    p->shard_dim = dim;
+    if (dim == LLAMA_SHARD_NONE)
+        return;
+    p->shape[dim] = p->full_shape[dim] / tp;
+    p->shard_offset = p->shape[dim] * tp_rank;
+    p->numel = p->ndim == 2 ? p->shape[0] * p->shape[1] : p->shape[0];
+}
+
+int llama_tp_check(const llama_config_t *c, int tp, deft_err_t *err)
+{
+    /* kv heads first: whole query groups must live with their kv head */
+    struct { const char *what; int n; } counts[] = {
+        {"num_key_value_heads", c->num_kv_heads}, {"num_attention_heads", c->num_heads},
+        {"vocab_size", c->vocab_size}, {"intermediate_size", c->intermediate_size},
+    };
+    if (tp < 1)
+        return deft_fail(err, DEFT_ERR_USAGE, "llama: tensor-parallel size %d is not >= 1", tp);
+    for (int i = 0; i < (int)DEFT_ARRAY_LEN(counts); i++)
+        if (counts[i].n % tp != 0)
+            return deft_fail(err, DEFT_ERR_USAGE,
+                             "llama: tensor-parallel size %d does not divide %s = %d "
+                             "(tp must divide the kv heads, the vocabulary and the MLP width)",
+                             tp, counts[i].what, counts[i].n);
+    return DEFT_OK;
 }
 
 void llama_rope_inv_freq(const llama_config_t *cfg, float *inv_freq)
@@ -109,6 +149,12 @@ static void *own(llama_acts_t *a, void *p)
 int llama_create(llama_model_t *m, const llama_config_t *cfg, const backend_t *be,
                  deft_err_t *err)
 {
+    return llama_create_tp(m, cfg, be, NULL, err);
+}
+
+int llama_create_tp(llama_model_t *m, const llama_config_t *cfg, const backend_t *be,
+                    comm_t *tp, deft_err_t *err)
+{
     memset(m, 0, sizeof(*m));
     const llama_config_t *c = cfg;
     if (c->hidden_size <= 0 || c->num_layers <= 0 || c->num_heads <= 0 ||
@@ -119,14 +165,33 @@ int llama_create(llama_model_t *m, const llama_config_t *cfg, const backend_t *b
                          "kv_heads %d, head_dim %d, vocab %d, intermediate %d",
                          c->hidden_size, c->num_layers, c->num_heads, c->num_kv_heads,
                          c->head_dim, c->vocab_size, c->intermediate_size);
+    int tp_size = tp ? comm_size(tp) : 1, tp_rank = tp ? comm_rank(tp) : 0;
+    int rc = llama_tp_check(c, tp_size, err);
+    if (rc)
+        return rc;
     m->cfg = *cfg;
     m->be = be;
+    m->tp = tp_size > 1 ? tp : NULL;
+    m->tp_rank = tp_rank, m->tp_size = tp_size;
+    m->n_heads_local = c->num_heads / tp_size;
+    m->n_kv_heads_local = c->num_kv_heads / tp_size;
+    m->ffn_local = c->intermediate_size / tp_size;
+    m->vocab_local = c->vocab_size / tp_size;
+    m->vocab_start = m->vocab_local * tp_rank;
     int64_t d = c->hidden_size, V = c->vocab_size, F = c->intermediate_size;
     int64_t qd = (int64_t)c->num_heads * c->head_dim, kd = (int64_t)c->num_kv_heads * c->head_dim;
     int L = c->num_layers;
     m->n_params = 2 + L * LLAMA_PER_LAYER + (c->tie_word_embeddings ? 0 : 1);
     m->params = xcalloc(m->n_params, sizeof(llama_param_t));
+    /* Megatron-style split: projections into heads or MLP columns by output
+     * rows, projections out of them by input columns, the vocabulary by rows */
+    static const int shard_of[LLAMA_PER_LAYER] = {
+        LLAMA_SHARD_NONE, LLAMA_SHARD_ROWS, LLAMA_SHARD_ROWS, LLAMA_SHARD_ROWS,
+        LLAMA_SHARD_COLS, LLAMA_SHARD_NONE, LLAMA_SHARD_ROWS, LLAMA_SHARD_ROWS,
+        LLAMA_SHARD_COLS,
+    };
     param_set(&m->params[0], "model.embed_tokens.weight", V, d, true);
+    param_shard(&m->params[0], LLAMA_SHARD_ROWS, tp_size, tp_rank);
     for (int l = 0; l < L; l++) {
         int64_t shapes[LLAMA_PER_LAYER][2] = {
             {d, 0}, {qd, d}, {kd, d}, {kd, d}, {d, qd}, {d, 0}, {F, d}, {F, d}, {d, F},
@@ -134,16 +199,20 @@ int llama_create(llama_model_t *m, const llama_config_t *cfg, const backend_t *b
         for (int w = 0; w < LLAMA_PER_LAYER; w++) {
             char name[96];
             snprintf(name, sizeof(name), "model.layers.%d.%s", l, layer_names[w]);
-            param_set(&m->params[llama_layer_param(l, w)], name, shapes[w][0], shapes[w][1],
-                      shapes[w][1] > 0);
+            llama_param_t *p = &m->params[llama_layer_param(l, w)];
+            param_set(p, name, shapes[w][0], shapes[w][1], shapes[w][1] > 0);
+            param_shard(p, shard_of[w], tp_size, tp_rank);
         }
     }
     int i_norm = 1 + L * LLAMA_PER_LAYER;
     param_set(&m->params[i_norm], "model.norm.weight", d, 0, false);
-    if (!c->tie_word_embeddings)
+    if (!c->tie_word_embeddings) {
         param_set(&m->params[i_norm + 1], "lm_head.weight", V, d, true);
+        param_shard(&m->params[i_norm + 1], LLAMA_SHARD_ROWS, tp_size, tp_rank);
+    }
     for (int i = 0; i < m->n_params; i++) {
-        /* layout: row-major with the Hugging Face shape ([out, in] for projections) */
+        /* layout: row-major with the Hugging Face shape ([out, in] for projections),
+         * or this rank's rows / columns of it */
         m->params[i].data = be->alloc(sizeof(float) * m->params[i].numel);
         if (!m->params[i].data) {
             deft_fail(err, DEFT_ERR_NOMEM, "llama: cannot allocate %s (%lld floats)",
@@ -172,6 +241,8 @@ static void acts_free(const backend_t *be, llama_acts_t *a)
         be->free(a->owned[i]);
     free(a->owned);
     free(a->xs);
+    free(a->ids_host);
+    free(a->tp_buf);
     free(a);
 }
 
@@ -222,8 +293,8 @@ static bool is_ignorable(const char *name)
 static int load_tensor(llama_model_t *m, llama_param_t *p, const st_tensor_t *t,
                        deft_err_t *err)
 {
-    bool ok = t->ndim == p->ndim && t->shape[0] == p->shape[0] &&
-              (p->ndim == 1 || t->shape[1] == p->shape[1]);
+    bool ok = t->ndim == p->ndim && t->shape[0] == p->full_shape[0] &&
+              (p->ndim == 1 || t->shape[1] == p->full_shape[1]);
     if (!ok) {
         char got[96] = "";
         for (int i = 0; i < t->ndim && i < 4; i++)
@@ -231,13 +302,33 @@ static int load_tensor(llama_model_t *m, llama_param_t *p, const st_tensor_t *t,
                      (long long)t->shape[i]);
         return deft_fail(err, DEFT_ERR_FORMAT,
                          "%s: tensor %s has shape [%s], config.json implies [%lld%s%.0lld]",
-                         t->file, t->name, got, (long long)p->shape[0],
-                         p->ndim == 2 ? ", " : "", p->ndim == 2 ? (long long)p->shape[1] : 0LL);
+                         t->file, t->name, got, (long long)p->full_shape[0],
+                         p->ndim == 2 ? ", " : "",
+                         p->ndim == 2 ? (long long)p->full_shape[1] : 0LL);
     }
     float *host = malloc(sizeof(float) * p->numel);
     if (!host)
         return deft_fail(err, DEFT_ERR_NOMEM, "%s: cannot convert %s", t->file, t->name);
-    st_to_f32(t, host);
+    if (p->shard_dim == LLAMA_SHARD_NONE || p->numel == st_numel(t)) {
+        st_to_f32(t, host);
+    } else {
+        /* only this rank's slice is converted (and, the file being mapped, read):
+         * a run of whole rows, or the same columns of every row */
+        size_t es = t->nbytes / (size_t)st_numel(t);
+        int64_t rows = p->shard_dim == LLAMA_SHARD_ROWS ? 1 : p->shape[0];
+        int64_t run = p->shard_dim == LLAMA_SHARD_ROWS ? p->numel : p->shape[1];
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t first = p->shard_dim == LLAMA_SHARD_ROWS
+                                ? p->shard_offset * p->full_shape[1]
+                                : r * p->full_shape[1] + p->shard_offset;
+            st_tensor_t view = *t;
+            view.ndim = 1;
+            view.shape[0] = run;
+            view.data = (const char *)t->data + (size_t)first * es;
+            view.nbytes = (size_t)run * es;
+            st_to_f32(&view, host + r * run);
+        }
+    }
     m->be->to_device(p->data, host, sizeof(float) * p->numel);
     free(host);
     return DEFT_OK;
@@ -245,11 +336,17 @@ static int load_tensor(llama_model_t *m, llama_param_t *p, const st_tensor_t *t,
 
 int llama_load(llama_model_t *m, const char *dir, const backend_t *be, deft_err_t *err)
 {
+    return llama_load_tp(m, dir, be, NULL, err);
+}
+
+int llama_load_tp(llama_model_t *m, const char *dir, const backend_t *be, comm_t *tp,
+                  deft_err_t *err)
+{
     llama_config_t cfg;
     int rc = llama_config_load(&cfg, dir, err);
     if (rc)
         return rc;
-    if ((rc = llama_create(m, &cfg, be, err)))
+    if ((rc = llama_create_tp(m, &cfg, be, tp, err)))
         return rc;
     st_set_t *st = NULL;
     if ((rc = st_open(&st, dir, err))) {
@@ -324,8 +421,8 @@ static int acts_ensure(llama_model_t *m, int B, int T, int kv_cap, bool full, de
     a->xs = xcalloc((size_t)(nsets + 1) * (L + 1), sizeof(float *));
     for (int s = 0; s < nsets; s++)
         *sets[s] = a->xs + (size_t)(s + 1) * (L + 1);
-    int64_t d = c->hidden_size, F = c->intermediate_size, Hq = c->num_heads;
-    int64_t qd = Hq * c->head_dim, kd = (int64_t)c->num_kv_heads * c->head_dim;
+    int64_t d = c->hidden_size, F = m->ffn_local, Hq = m->n_heads_local;
+    int64_t qd = Hq * c->head_dim, kd = (int64_t)m->n_kv_heads_local * c->head_dim;
     bool ok = true;
     for (int l = 0; l <= L; l++) {
         bool own_set = full || l == 0;
@@ -358,6 +455,10 @@ static int acts_ensure(llama_model_t *m, int B, int T, int kv_cap, bool full, de
     a->rstd_f = alloc_f(m, N, &ok);
     a->ids = (int32_t *)alloc_f(m, N, &ok);
     a->klen = (int32_t *)alloc_f(m, B, &ok);
+    if (m->tp_size > 1) {
+        a->ids_host = xmalloc(sizeof(int32_t) * (N > 0 ? N : 1));   /* [N] */
+        a->tp_buf = xmalloc(sizeof(float) * (N * d > 0 ? N * d : 1));   /* [N, D] */
+    }
     if (!ok) {
         acts_free(m->be, a);
         m->acts = NULL;
@@ -379,27 +480,78 @@ static void linear(const backend_t *be, float *y, const float *x, const float *W
              beta, y, (int)out, 0, 1);
 }
 
+/* Sum of x[n] (backend memory) over the tp group, the same bits on every
+ * rank: the partial outputs of a layer split by input columns, or the
+ * gradients into the input of a layer split by output rows. */
+static int tp_allreduce(llama_model_t *m, float *x, int64_t n, deft_err_t *err)
+{
+    if (m->tp_size == 1)
+        return DEFT_OK;
+    float *h = m->acts->tp_buf;
+    m->be->to_host(h, x, sizeof(float) * n);
+    int rc = comm_allreduce_sum_f32(m->tp, h, (size_t)n, err);
+    if (!rc)
+        m->be->to_device(x, h, sizeof(float) * n);
+    return rc;
+}
+
+/* y[rows, out] = residual + x @ W^T for W [out, in] split by input columns:
+ * each rank's partial product is summed over the tp group before the
+ * residual is added (at tp 1: one GEMM accumulating onto the residual). */
+static int linear_sum(llama_model_t *m, float *y, const float *x, const float *W,
+                      const float *residual, int64_t rows, int64_t in, int64_t out,
+                      deft_err_t *err)
+{
+    const backend_t *be = m->be;
+    if (m->tp_size == 1) {
+        be->copy(y, residual, sizeof(float) * rows * out);
+        linear(be, y, x, W, rows, in, out, 1.0f);
+        return DEFT_OK;
+    }
+    linear(be, y, x, W, rows, in, out, 0.0f);
+    int rc = tp_allreduce(m, y, rows * out, err);
+    if (!rc)
+        be->add(y, residual, rows * out);
+    return rc;
+}
+
+/* Zeroes rows n of x[N, d] whose token ids_host[n] lies outside this rank's
+ * vocabulary shard (their embedding comes from another rank). */
+static void zero_foreign_rows(llama_model_t *m, float *x, const int32_t *ids_host, int64_t N,
+                              int64_t d)
+{
+    int64_t lo = m->vocab_start, hi = m->vocab_start + m->vocab_local;
+    for (int64_t n = 0; n < N;) {
+        int64_t e = n;
+        while (e < N && (ids_host[e] < lo || ids_host[e] >= hi))
+            e++;
+        if (e > n)
+            m->be->zero(x + n * d, sizeof(float) * (e - n) * d);
+        n = e + 1;
+    }
+}
+
 static attn_shape_t attn_shape(const llama_model_t *m, int B, int T, int kv_cap, int offset)
 {
     const llama_config_t *c = &m->cfg;
     return (attn_shape_t){.B = B, .Tq = T, .kv_cap = kv_cap, .q_offset = offset,
-                          .n_heads = c->num_heads, .n_kv_heads = c->num_kv_heads,
+                          .n_heads = m->n_heads_local, .n_kv_heads = m->n_kv_heads_local,
                           .head_dim = c->head_dim,
                           .scale = 1.0f / sqrtf((float)c->head_dim)};
 }
 
 /* One decoder layer on B x T new rows at positions offset.. of a kv_cap cache:
  * x_out = h + MLP(norm(h)), h = x_in + Attn(norm(x_in)). */
-static void layer_forward(llama_model_t *m, int l, const float *x_in, float *x_out, int B,
-                          int T, int kv_cap, int offset)
+static int layer_forward(llama_model_t *m, int l, const float *x_in, float *x_out, int B,
+                         int T, int kv_cap, int offset, deft_err_t *err)
 {
     const backend_t *be = m->be;
     const llama_config_t *c = &m->cfg;
     llama_acts_t *a = m->acts;
     llama_param_t *P = m->params;
-    int64_t N = (int64_t)B * T, d = c->hidden_size, F = c->intermediate_size;
-    int64_t qd = (int64_t)c->num_heads * c->head_dim;
-    int64_t kd = (int64_t)c->num_kv_heads * c->head_dim;
+    int64_t N = (int64_t)B * T, d = c->hidden_size, F = m->ffn_local;
+    int64_t qd = (int64_t)m->n_heads_local * c->head_dim;
+    int64_t kd = (int64_t)m->n_kv_heads_local * c->head_dim;
     float eps = (float)c->rms_norm_eps;
 #define W(which) (P[llama_layer_param(l, which)].data)
 
@@ -411,20 +563,20 @@ static void layer_forward(llama_model_t *m, int l, const float *x_in, float *x_o
              (int)d, 0, 0.0f, k_new, (int)kd, (int64_t)kv_cap * kd, B);
     be->gemm(false, true, T, (int)kd, (int)d, 1.0f, a->xn1[l], (int)d, T * d, W(LLAMA_V),
              (int)d, 0, 0.0f, v_new, (int)kd, (int64_t)kv_cap * kd, B);
-    be->rope_fwd(a->q[l], m->inv_freq, B, T, T, c->num_heads, c->head_dim, offset);
-    be->rope_fwd(k_new, m->inv_freq, B, T, kv_cap, c->num_kv_heads, c->head_dim, offset);
+    be->rope_fwd(a->q[l], m->inv_freq, B, T, T, m->n_heads_local, c->head_dim, offset);
+    be->rope_fwd(k_new, m->inv_freq, B, T, kv_cap, m->n_kv_heads_local, c->head_dim, offset);
     attn_shape_t s = attn_shape(m, B, T, kv_cap, offset);
     be->attn_fwd(a->att[l], a->lse[l], a->q[l], a->k[l], a->v[l], a->klen, &s);
-    be->copy(a->xmid[l], x_in, sizeof(float) * N * d);
-    linear(be, a->xmid[l], a->att[l], W(LLAMA_O), N, qd, d, 1.0f);
+    int rc = linear_sum(m, a->xmid[l], a->att[l], W(LLAMA_O), x_in, N, qd, d, err);
+    if (rc)
+        return rc;
 
     be->rmsnorm_fwd(a->xn2[l], a->rstd2[l], a->xmid[l], W(LLAMA_MLP_NORM), (int)N, (int)d,
                     eps);
     linear(be, a->gate[l], a->xn2[l], W(LLAMA_GATE), N, d, F, 0.0f);
     linear(be, a->up[l], a->xn2[l], W(LLAMA_UP), N, d, F, 0.0f);
     be->swiglu_fwd(a->act[l], a->gate[l], a->up[l], N * F);
-    be->copy(x_out, a->xmid[l], sizeof(float) * N * d);
-    linear(be, x_out, a->act[l], W(LLAMA_DOWN), N, F, d, 1.0f);
+    return linear_sum(m, x_out, a->act[l], W(LLAMA_DOWN), a->xmid[l], N, F, d, err);
 #undef W
 }
 
@@ -447,13 +599,32 @@ static int forward_rows(llama_model_t *m, const int32_t *ids, const int32_t *kle
     llama_acts_t *a = m->acts;
     const backend_t *be = m->be;
     a->B = B, a->T = T, a->kv_cap = kv_cap, a->have_acts = full;
-    be->to_device(a->ids, ids, sizeof(int32_t) * N);
     be->to_device(a->klen, klen, sizeof(int32_t) * B);
-    be->embed_fwd(a->xs[0], a->ids, m->embed, (int)N, c->hidden_size);
+    if (m->tp_size == 1) {
+        be->to_device(a->ids, ids, sizeof(int32_t) * N);
+        be->embed_fwd(a->xs[0], a->ids, m->embed, (int)N, c->hidden_size);
+    } else {
+        /* vocabulary-parallel lookup: ids of this shard index it, the others
+         * read row 0 and are zeroed, and the sum over ranks fills every row */
+        memcpy(a->ids_host, ids, sizeof(int32_t) * N);
+        int32_t *local = xmalloc(sizeof(int32_t) * N);
+        for (int64_t n = 0; n < N; n++) {
+            int64_t v = ids[n] - m->vocab_start;
+            local[n] = v >= 0 && v < m->vocab_local ? (int32_t)v : 0;
+        }
+        be->to_device(a->ids, local, sizeof(int32_t) * N);
+        free(local);
+        be->embed_fwd(a->xs[0], a->ids, m->embed, (int)N, c->hidden_size);
+        zero_foreign_rows(m, a->xs[0], a->ids_host, N, c->hidden_size);
+        if ((rc = tp_allreduce(m, a->xs[0], N * c->hidden_size, err)))
+            return rc;
+    }
     int L = c->num_layers;
-    for (int l = 0; l < L; l++)
-        layer_forward(m, l, a->xs[full ? l : 0], a->xs[full ? l + 1 : 0], B, T, kv_cap,
-                      offset);
+    for (int l = 0; l < L && !rc; l++)
+        rc = layer_forward(m, l, a->xs[full ? l : 0], a->xs[full ? l + 1 : 0], B, T, kv_cap,
+                           offset, err);
+    if (rc)
+        return rc;
     be->rmsnorm_fwd(a->hidden, a->rstd_f, a->xs[full ? L : 0], m->final_norm, (int)N,
                     c->hidden_size, (float)c->rms_norm_eps);
     return DEFT_OK;
@@ -473,10 +644,10 @@ static int logits_ensure(llama_model_t *m, int64_t rows, deft_err_t *err)
             a->logits_rows = 0;
         }
     bool ok = true;
-    a->logits = alloc_f(m, rows * m->cfg.vocab_size, &ok);   /* [rows, V] */
+    a->logits = alloc_f(m, rows * m->vocab_local, &ok);   /* [rows, V/tp] */
     if (!ok)
         return deft_fail(err, DEFT_ERR_NOMEM, "llama: cannot allocate logits for %lld rows "
-                         "of %d", (long long)rows, m->cfg.vocab_size);
+                         "of %lld", (long long)rows, (long long)m->vocab_local);
     a->logits_rows = rows;
     return DEFT_OK;
 }
@@ -502,7 +673,7 @@ int llama_forward(llama_model_t *m, const int32_t *ids, const int32_t *lens, int
     if (rc)
         return rc;
     const backend_t *be = m->be;
-    int64_t N = (int64_t)B * T, d = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    int64_t N = (int64_t)B * T, d = m->cfg.hidden_size, V = m->vocab_local;
     if (hidden)
         be->to_host(hidden, m->acts->hidden, sizeof(float) * N * d);
     if (logits) {
@@ -539,9 +710,9 @@ static int grads_scratch(llama_model_t *m, deft_err_t *err)
     if (a->dx)
         return DEFT_OK;
     const llama_config_t *c = &m->cfg;
-    int64_t N = a->rows_cap, d = c->hidden_size, F = c->intermediate_size;
-    int64_t qd = (int64_t)c->num_heads * c->head_dim;
-    int64_t kd = (int64_t)c->num_kv_heads * c->head_dim;
+    int64_t N = a->rows_cap, d = c->hidden_size, F = m->ffn_local;
+    int64_t qd = (int64_t)m->n_heads_local * c->head_dim;
+    int64_t kd = (int64_t)m->n_kv_heads_local * c->head_dim;
     bool ok = true;
     a->dx = alloc_f(m, N * d, &ok);      /* [N, D] gradient of the residual stream */
     a->dn = alloc_f(m, N * d, &ok);      /* [N, D] gradient of a norm's output */
@@ -558,16 +729,16 @@ static int grads_scratch(llama_model_t *m, deft_err_t *err)
     return DEFT_OK;
 }
 
-static void layer_backward(llama_model_t *m, int l)
+static int layer_backward(llama_model_t *m, int l, deft_err_t *err)
 {
     const backend_t *be = m->be;
     const llama_config_t *c = &m->cfg;
     llama_acts_t *a = m->acts;
     llama_param_t *P = m->params;
     int B = a->B, T = a->T;
-    int64_t N = (int64_t)B * T, d = c->hidden_size, F = c->intermediate_size;
-    int64_t qd = (int64_t)c->num_heads * c->head_dim;
-    int64_t kd = (int64_t)c->num_kv_heads * c->head_dim;
+    int64_t N = (int64_t)B * T, d = c->hidden_size, F = m->ffn_local;
+    int64_t qd = (int64_t)m->n_heads_local * c->head_dim;
+    int64_t kd = (int64_t)m->n_kv_heads_local * c->head_dim;
 #define W(which) (P[llama_layer_param(l, which)].data)
 #define G(which) (P[llama_layer_param(l, which)].grad)
 
@@ -579,6 +750,9 @@ static void layer_backward(llama_model_t *m, int l)
     linear_dx(be, a->dn, a->dup, W(LLAMA_UP), N, d, F, 1.0f);
     linear_dw(be, G(LLAMA_GATE), a->dgate, a->xn2[l], N, d, F);
     linear_dw(be, G(LLAMA_UP), a->dup, a->xn2[l], N, d, F);
+    int rc = tp_allreduce(m, a->dn, N * d, err);   /* gate/up are split by output rows */
+    if (rc)
+        return rc;
     be->rmsnorm_bwd(a->dx, G(LLAMA_MLP_NORM), a->dn, a->xmid[l], W(LLAMA_MLP_NORM),
                     a->rstd2[l], (int)N, (int)d);
 
@@ -590,16 +764,19 @@ static void layer_backward(llama_model_t *m, int l)
     be->zero(a->dv, sizeof(float) * N * kd);
     be->attn_bwd(a->dq, a->dk, a->dv, a->datt, a->att[l], a->lse[l], a->q[l], a->k[l],
                  a->v[l], a->klen, &s);
-    be->rope_bwd(a->dq, m->inv_freq, B, T, T, c->num_heads, c->head_dim, 0);
-    be->rope_bwd(a->dk, m->inv_freq, B, T, T, c->num_kv_heads, c->head_dim, 0);
+    be->rope_bwd(a->dq, m->inv_freq, B, T, T, m->n_heads_local, c->head_dim, 0);
+    be->rope_bwd(a->dk, m->inv_freq, B, T, T, m->n_kv_heads_local, c->head_dim, 0);
     linear_dx(be, a->dn, a->dq, W(LLAMA_Q), N, d, qd, 0.0f);
     linear_dx(be, a->dn, a->dk, W(LLAMA_K), N, d, kd, 1.0f);
     linear_dx(be, a->dn, a->dv, W(LLAMA_V), N, d, kd, 1.0f);
     linear_dw(be, G(LLAMA_Q), a->dq, a->xn1[l], N, d, qd);
     linear_dw(be, G(LLAMA_K), a->dk, a->xn1[l], N, d, kd);
     linear_dw(be, G(LLAMA_V), a->dv, a->xn1[l], N, d, kd);
+    if ((rc = tp_allreduce(m, a->dn, N * d, err)))   /* q/k/v: split by output rows */
+        return rc;
     be->rmsnorm_bwd(a->dx, G(LLAMA_ATTN_NORM), a->dn, a->xs[l], W(LLAMA_ATTN_NORM),
                     a->rstd1[l], (int)N, (int)d);
+    return DEFT_OK;
 #undef W
 #undef G
 }
@@ -618,7 +795,7 @@ int llama_backward(llama_model_t *m, const float *dlogits, const float *dhidden,
         return rc;
     const backend_t *be = m->be;
     const llama_config_t *c = &m->cfg;
-    int64_t N = (int64_t)a->B * a->T, d = c->hidden_size, V = c->vocab_size;
+    int64_t N = (int64_t)a->B * a->T, d = c->hidden_size, V = m->vocab_local;
     int L = c->num_layers;
     /* a->dn: d loss / d hidden (final-normalised) */
     be->zero(a->dn, sizeof(float) * N * d);
@@ -628,6 +805,10 @@ int llama_backward(llama_model_t *m, const float *dlogits, const float *dhidden,
         be->to_device(a->logits, dlogits, sizeof(float) * N * V);
         linear_dx(be, a->dn, a->logits, m->lm_head, N, d, V, 0.0f);
         linear_dw(be, m->params[m->lm_head_param].grad, a->logits, a->hidden, N, d, V);
+        /* the head is split by vocabulary rows; dhidden, given whole on every
+         * rank, joins after the sum */
+        if ((rc = tp_allreduce(m, a->dn, N * d, err)))
+            return rc;
     }
     if (dhidden) {
         be->to_device(a->dx, dhidden, sizeof(float) * N * d);
@@ -636,9 +817,19 @@ int llama_backward(llama_model_t *m, const float *dlogits, const float *dhidden,
     be->zero(a->dx, sizeof(float) * N * d);
     be->rmsnorm_bwd(a->dx, m->params[1 + L * LLAMA_PER_LAYER].grad, a->dn, a->xs[L],
                     m->final_norm, a->rstd_f, (int)N, (int)d);
-    for (int l = L - 1; l >= 0; l--)
-        layer_backward(m, l);
-    be->embed_bwd(m->params[0].grad, a->ids, a->dx, (int)N, (int)d);
+    for (int l = L - 1; l >= 0 && !rc; l--)
+        rc = layer_backward(m, l, err);
+    if (rc)
+        return rc;
+    if (m->tp_size == 1) {
+        be->embed_bwd(m->params[0].grad, a->ids, a->dx, (int)N, (int)d);
+        return DEFT_OK;
+    }
+    /* rows of other shards' tokens were looked up as local row 0: they must
+     * scatter nothing */
+    be->copy(a->dn, a->dx, sizeof(float) * N * d);
+    zero_foreign_rows(m, a->dn, a->ids_host, N, d);
+    be->embed_bwd(m->params[0].grad, a->ids, a->dn, (int)N, (int)d);
     return DEFT_OK;
 }
 
@@ -654,7 +845,7 @@ int llama_logprobs(llama_model_t *m, const int32_t *ids, const int32_t *lens, in
     if (rc)
         return rc;
     const backend_t *be = m->be;
-    int64_t N = (int64_t)B * T, d = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    int64_t N = (int64_t)B * T, d = m->cfg.hidden_size, V = m->vocab_local;
     /* rows per chunk: about 16M logits (64 MB) at a time */
     int64_t chunk = (16 << 20) / V;
     chunk = chunk < 1 ? 1 : chunk > N ? N : chunk;
@@ -669,12 +860,20 @@ int llama_logprobs(llama_model_t *m, const int32_t *ids, const int32_t *lens, in
     }
     int32_t *tgt_dev = be->alloc(sizeof(int32_t) * chunk);   /* [chunk] */
     float *lp_dev = be->alloc(sizeof(float) * chunk);        /* [chunk] */
-    if (!tgt_dev || !lp_dev) {
+    /* tensor parallelism: the vocabulary shard of a chunk's logits, on the host
+     * where the softmax over all shards is put together [chunk, V/tp] */
+    float *zh = m->tp_size > 1 ? malloc(sizeof(float) * chunk * V) : NULL;
+    if (!tgt_dev || !lp_dev || (m->tp_size > 1 && !zh)) {
         rc = deft_fail(err, DEFT_ERR_NOMEM, "llama: cannot allocate log-prob buffers");
     } else {
-        for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+        for (int64_t r0 = 0; r0 < N && !rc; r0 += chunk) {
             int64_t rows = N - r0 < chunk ? N - r0 : chunk;
             linear(be, m->acts->logits, m->acts->hidden + r0 * d, m->lm_head, rows, d, V, 0.0f);
+            if (m->tp_size > 1) {
+                be->to_host(zh, m->acts->logits, sizeof(float) * rows * V);
+                rc = llama_tp_logsoftmax_gather(m, zh, tgt + r0, rows, lp + r0, NULL, err);
+                continue;
+            }
             be->to_device(tgt_dev, tgt + r0, sizeof(int32_t) * rows);
             be->logsoftmax_gather_fwd(lp_dev, m->acts->logits, tgt_dev, (int)rows, (int)V);
             be->to_host(lp + r0, lp_dev, sizeof(float) * rows);
@@ -687,6 +886,7 @@ int llama_logprobs(llama_model_t *m, const int32_t *ids, const int32_t *lens, in
     }
     be->free(tgt_dev);
     be->free(lp_dev);
+    free(zh);
     free(tgt);
     free(lp);
     return rc;
@@ -767,10 +967,11 @@ int llama_generate(llama_model_t *m, const int32_t *prompt, int n_prompt, int ma
     if (max_new <= 0)
         return DEFT_OK;
     const backend_t *be = m->be;
-    int V = m->cfg.vocab_size, d = m->cfg.hidden_size;
+    int V = m->cfg.vocab_size, d = m->cfg.hidden_size, Vl = (int)m->vocab_local;
     /* the last generated token is never fed back, hence - 1 */
     int kv_cap = n_prompt + max_new - 1;
-    float *z = xmalloc(sizeof(float) * V);
+    float *z = xmalloc(sizeof(float) * V);                 /* [V] the next token's logits */
+    float *zl = m->tp_size > 1 ? xmalloc(sizeof(float) * Vl) : NULL;   /* [V/tp] */
     cand_t *cand = xmalloc(sizeof(cand_t) * V);
     uint64_t rng = seed;
     int rc = DEFT_OK, pos = 0, T = n_prompt;
@@ -785,8 +986,15 @@ int llama_generate(llama_model_t *m, const int32_t *prompt, int n_prompt, int ma
         if (rc)
             break;
         linear(be, m->acts->logits, m->acts->hidden + (int64_t)(T - 1) * d, m->lm_head, 1, d,
-               V, 0.0f);
-        be->to_host(z, m->acts->logits, sizeof(float) * V);
+               Vl, 0.0f);
+        if (m->tp_size == 1) {
+            be->to_host(z, m->acts->logits, sizeof(float) * V);
+        } else {
+            /* every rank picks from the same full row, so all pick the same token */
+            be->to_host(zl, m->acts->logits, sizeof(float) * Vl);
+            if ((rc = comm_allgather_f32(m->tp, zl, (size_t)Vl, z, err)))
+                break;
+        }
         tok = pick_token(z, V, temperature, top_p, &rng, cand);
         out[(*n_out)++] = tok;
         bool stop = *n_out >= max_new;
@@ -799,6 +1007,7 @@ int llama_generate(llama_model_t *m, const int32_t *prompt, int n_prompt, int ma
         feed = &out[*n_out - 1];
     }
     free(z);
+    free(zl);
     free(cand);
     return rc;
 }
