@@ -5,6 +5,7 @@
 #ifndef DEFT_LINE_READER_H
 #define DEFT_LINE_READER_H
 
+#include <stdio.h>
 #include <zlib.h>
 
 #include "util/common.h"
@@ -12,12 +13,19 @@
 typedef enum {
     LINE_OK,         /* a line is ready (possibly the last, unterminated one) */
     LINE_EOF,        /* no more lines */
-    LINE_TRUNCATED,  /* the gzip stream broke off: line holds what arrived of this line */
+    LINE_TRUNCATED,  /* the gzip stream broke off (or was followed by bytes that are
+                        not gzip, see `trailing`): line holds what arrived of this line */
 } line_status_t;
 
 typedef struct {
     const char *path;
-    gzFile gz;
+    FILE *f;
+    bool gzip;          /* the file starts with the gzip magic bytes */
+    z_stream zs;        /* inflate state of the current gzip member */
+    bool member_end;    /* a member ended: what follows is another member, or garbage */
+    bool trailing;      /* the stream broke on bytes after the last member (not gzip) */
+    unsigned char *in;  /* [LINE_IN_BYTES] compressed bytes read from f, not yet inflated */
+    bool in_eof;        /* f has no more bytes */
     char *chunk;        /* [LINE_CHUNK_BYTES] decompressed bytes not yet split into lines */
     size_t chunk_len, chunk_pos;
     strbuf_t line;      /* the current line without its newline, when it was kept */

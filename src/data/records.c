@@ -239,9 +239,14 @@ static int read_file(reader_t *rd, const data_source_t *src, int file, deft_err_
             /* Every rank sees a broken stream; only the owner of the line counts
              * it, but in strict mode all fail so that no rank waits on the others. */
             skip_info_t why;
-            skip_set(&why, SKIP_TRUNCATED, "line", "the compressed stream ends early or is "
-                     "corrupt after %" PRId64 " complete lines; the rest of the file is lost",
-                     lr.lineno - 1);
+            if (lr.trailing)
+                skip_set(&why, SKIP_TRUNCATED, "line", "after %" PRId64 " lines the gzip "
+                         "stream is followed by bytes that are not gzip (lines appended to a "
+                         "compressed file?); they are not read", lr.lineno - 1);
+            else
+                skip_set(&why, SKIP_TRUNCATED, "line", "the compressed stream ends early or "
+                         "is corrupt after %" PRId64 " complete lines; the rest of the file "
+                         "is lost", lr.lineno - 1);
             if (mine)
                 st->records_read++;
             skip_stats_t scratch = {0};

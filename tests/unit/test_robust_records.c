@@ -1,6 +1,7 @@
 /* Regression tests of the data reader on hostile files: a UTF-8 byte order
  * mark at the start (plain and gzip, one and two ranks), which must not cost
- * the first record. */
+ * the first record, and bytes after the end of a gzip stream (appended plain
+ * lines, zero padding, more members), which must not vanish in silence. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -84,6 +85,76 @@ static void test_bom(void)
     CHECK(used == 1 && skipped == 1);
 }
 
+/* The bytes of a gzip file of text. */
+static char *gzip_bytes(const char *name, const char *text, size_t *len)
+{
+    const char *path = write_file(name, text, strlen(text), true);
+    FILE *f = fopen(path, "rb");
+    char *buf = xmalloc(1 << 20);
+    *len = f ? fread(buf, 1, 1 << 20, f) : 0;
+    if (f)
+        fclose(f);
+    return buf;
+}
+
+static void check_counts(const char *path, int64_t want_used, int64_t want_truncated)
+{
+    for (int nranks = 1; nranks <= 2; nranks++) {
+        int64_t used = 0, truncated = 0, line = 0;
+        for (int r = 0; r < nranks; r++) {
+            data_source_t src = {.path = path, .format = "auto"};
+            read_opts_t opts = {.rank = r, .nranks = nranks};
+            pref_data_t d;
+            deft_err_t err = {0};
+            CHECK_MSG(data_read(&d, &src, 1, &opts, &err) == DEFT_OK, "%s", err.msg);
+            used += d.stats[0].records_used;
+            truncated += d.stats[0].count[SKIP_TRUNCATED];
+            if (d.stats[0].count[SKIP_TRUNCATED])
+                line = d.stats[0].first_line[SKIP_TRUNCATED][0];
+            data_free(&d);
+        }
+        CHECK_MSG(used == want_used && truncated == want_truncated, "%s, %d ranks: %lld used, "
+                  "%lld truncated", path, nranks, (long long)used, (long long)truncated);
+        CHECK_MSG(!want_truncated || line == want_used + 1, "%s: truncated at line %lld",
+                  path, (long long)line);
+    }
+}
+
+static void test_gzip_tail(void)
+{
+    size_t n1, n2;
+    char *m1 = gzip_bytes("m1.gz", REC1 "\n", &n1), *m2 = gzip_bytes("m2.gz", REC2 "\n", &n2);
+    char *buf = xmalloc(n1 + n2 + 4096);
+    memcpy(buf, m1, n1);
+    // `cat more.jsonl >> data.jsonl.gz`: the appended line used to vanish.
+    const char appended[] = REC2 "\n";
+    memcpy(buf + n1, appended, sizeof appended - 1);
+    check_counts(write_file("appended.jsonl.gz", buf, n1 + sizeof appended - 1, false), 1, 1);
+    // Concatenated members are one stream; zero padding after them is no data.
+    memcpy(buf + n1, m2, n2);
+    check_counts(write_file("members.jsonl.gz", buf, n1 + n2, false), 2, 0);
+    memset(buf + n1 + n2, 0, 4096);
+    check_counts(write_file("padded.jsonl.gz", buf, n1 + n2 + 4096, false), 2, 0);
+    // A second member that starts right but is corrupt.
+    memcpy(buf + n1 + n2, "\x1f\x8b\x08\x00garbage", 12);
+    check_counts(write_file("badmember.jsonl.gz", buf, n1 + n2 + 12, false), 2, 1);
+    // A plain file with a .gz name is read as plain text.
+    const char plain[] = REC1 "\n" REC2 "\n";
+    check_counts(write_file("plain.jsonl.gz", plain, sizeof plain - 1, false), 2, 0);
+    free(buf);
+    free(m1);
+    free(m2);
+
+    // Many lines over many input and output chunks read the same, plain or gzip.
+    strbuf_t big = {0};
+    for (int i = 0; i < 6000; i++)
+        sb_printf(&big, "{\"prompt\": \"p%d\", \"chosen\": \" a%d %0200d\", \"rejected\": "
+                  "\" b\"}\n", i, i, i);
+    check_counts(write_file("big.jsonl", big.data, big.len, false), 6000, 0);
+    check_counts(write_file("big.jsonl.gz", big.data, big.len, true), 6000, 0);
+    sb_free(&big);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) {
@@ -91,6 +162,7 @@ int main(void)
         return 1;
     }
     test_bom();
+    test_gzip_tail();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
