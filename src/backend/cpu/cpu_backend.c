@@ -3,6 +3,7 @@
  * plain host memory, so to_device/to_host are copies. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -32,18 +33,55 @@ static void cpu_sync(void) {}
 // ----------------------------------------------------------------------------
 // linear algebra
 
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+/* OpenBLAS's own threads would spin beside the OpenMP team (two pools
+ * fighting for the same cores) and would oversubscribe them when a GEMM is
+ * called from inside an OpenMP region, as attention does: OpenBLAS runs
+ * single-threaded and cpu_gemm splits the work over OpenMP threads. */
+static void blas_single_thread(void) { openblas_set_num_threads(1); }
+
+void cpu_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta,
+               float *C, int ldc)
+{
+    pthread_once(&blas_once, blas_single_thread);
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta,
+                C, ldc);
+}
+
+/* Threads take slices of C: of its rows when it is taller than wide, else of
+ * its columns, in multiples of 16 (the sgemm kernels' tile widths); every
+ * thread then runs the whole K loop of its slice, so no sums are shared. */
 static void cpu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                      const float *A, int lda, int64_t stride_a,
                      const float *B, int ldb, int64_t stride_b, float beta,
                      float *C, int ldc, int64_t stride_c, int batch)
 {
-    /* One sgemm per batch item: OpenBLAS threads each call itself, and calling it
-     * from inside an OpenMP region would oversubscribe the cores. */
-    for (int b = 0; b < batch; b++)
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                    trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha,
-                    A + b * stride_a, lda, B + b * stride_b, ldb, beta,
-                    C + b * stride_c, ldc);
+    int nt = 1;
+#ifdef _OPENMP
+    /* small products are not worth a fork: about 1 MFLOP per thread at least */
+    if (!omp_in_parallel() && (double)M * N * K * batch > 5e5)
+        nt = omp_get_max_threads();
+#endif
+    bool by_rows = M >= N;
+    int extent = by_rows ? M : N;
+    int chunk = ((extent + nt - 1) / nt + 15) / 16 * 16;
+    #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int t = 0; t < nt; t++) {
+        int lo = t * chunk, hi = lo + chunk < extent ? lo + chunk : extent;
+        if (lo >= hi)
+            continue;
+        /* where slice [lo, hi) of op(A)'s rows or op(B)'s columns is stored */
+        int64_t a_off = by_rows ? (trans_a ? lo : (int64_t)lo * lda) : 0;
+        int64_t b_off = by_rows ? 0 : (trans_b ? (int64_t)lo * ldb : lo);
+        int64_t c_off = by_rows ? (int64_t)lo * ldc : lo;
+        for (int b = 0; b < batch; b++)
+            cpu_sgemm(trans_a, trans_b, by_rows ? hi - lo : M, by_rows ? N : hi - lo, K,
+                      alpha, A + b * stride_a + a_off, lda, B + b * stride_b + b_off, ldb,
+                      beta, C + b * stride_c + c_off, ldc);
+    }
 }
 
 static void cpu_add(float *y, const float *x, int64_t n)
@@ -99,7 +137,7 @@ static void cpu_swiglu_fwd(float *out, const float *gate, const float *up, int64
     #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        out[i] = g / (1.0f + cpu_expf(-g)) * up[i];
     }
 }
 
@@ -109,7 +147,7 @@ static void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const fl
     #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
-        float sg = 1.0f / (1.0f + expf(-g));
+        float sg = 1.0f / (1.0f + cpu_expf(-g));
         float silu = g * sg;
         dup[i] = dout[i] * silu;
         /* d silu/dg = sigmoid(g) * (1 + g * (1 - sigmoid(g))) */

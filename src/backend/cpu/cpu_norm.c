@@ -1,6 +1,10 @@
 /* CPU RMSNorm and rotary position embedding (RoPE), forward and backward, in
  * fp32 as transformers' LlamaRMSNorm and apply_rotary_pos_emb compute them. */
 #include <math.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "backend/cpu/cpu_ops.h"
 
@@ -16,6 +20,7 @@ void cpu_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w,
         float *yr = out + (int64_t)n * d;
         /* a double sum keeps the mean accurate for d in the thousands */
         double ss = 0.0;
+        #pragma omp simd reduction(+:ss)
         for (int i = 0; i < d; i++)
             ss += (double)xr[i] * xr[i];
         float r = 1.0f / sqrtf((float)(ss / d) + eps);
@@ -35,19 +40,36 @@ void cpu_rmsnorm_bwd(float *dx, float *dw, const float *dout, const float *x,
         float *dxr = dx + (int64_t)n * d;
         float r = rstd[n];
         double dot = 0.0;
+        #pragma omp simd reduction(+:dot)
         for (int i = 0; i < d; i++)
             dot += (double)w[i] * gr[i] * xr[i];
         float c = (float)(dot * r * r * r / d);
         for (int i = 0; i < d; i++)
             dxr[i] += r * w[i] * gr[i] - c * xr[i];
     }
-    /* dw reduces over tokens: threads split the columns so none share a sum */
-    #pragma omp parallel for schedule(static)
-    for (int i = 0; i < d; i++) {
-        double acc = 0.0;
-        for (int n = 0; n < N; n++)
-            acc += (double)dout[(int64_t)n * d + i] * x[(int64_t)n * d + i] * rstd[n];
-        dw[i] += (float)acc;
+    /* dw reduces over tokens: threads split the columns so none share a sum,
+     * and walk the rows in order so the reads stay sequential */
+    #pragma omp parallel
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        int c0 = (int)((int64_t)d * t / nt), c1 = (int)((int64_t)d * (t + 1) / nt);
+        double *acc = calloc(c1 > c0 ? c1 - c0 : 1, sizeof(double));   /* [c1 - c0] */
+        if (!acc)
+            abort();   /* d doubles; the op has no error path */
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (int64_t)n * d, *gr = dout + (int64_t)n * d;
+            double r = rstd[n];
+            #pragma omp simd
+            for (int i = c0; i < c1; i++)
+                acc[i - c0] += (double)gr[i] * xr[i] * r;
+        }
+        for (int i = c0; i < c1; i++)
+            dw[i] += (float)acc[i - c0];
+        free(acc);
     }
 }
 

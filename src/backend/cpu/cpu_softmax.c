@@ -1,6 +1,7 @@
 /* CPU log-softmax over the vocabulary with a gather of the target token, and
  * its backward: the quantity every DEFT loss is built from. fp32 with max
- * subtraction; the exponential sum is kept in double for V = 128,256. */
+ * subtraction and the vectorised cpu_expf; the exponential sum is kept in
+ * double for V = 128,256. */
 #include <math.h>
 
 #include "backend/cpu/cpu_ops.h"
@@ -8,11 +9,13 @@
 static float row_lse(const float *z, int V)
 {
     float mx = -INFINITY;
+    #pragma omp simd reduction(max:mx)
     for (int v = 0; v < V; v++)
         mx = z[v] > mx ? z[v] : mx;
     double sum = 0.0;
+    #pragma omp simd reduction(+:sum)
     for (int v = 0; v < V; v++)
-        sum += expf(z[v] - mx);
+        sum += cpu_expf(z[v] - mx);
     return mx + (float)log(sum);
 }
 
@@ -40,8 +43,9 @@ void cpu_logsoftmax_gather_bwd(float *dlogits, const float *logits, const int32_
         const float *z = logits + (int64_t)n * V;
         float *dz = dlogits + (int64_t)n * V;
         float l = row_lse(z, V), gn = g[n];
+        #pragma omp simd
         for (int v = 0; v < V; v++)
-            dz[v] -= gn * expf(z[v] - l);
+            dz[v] -= gn * cpu_expf(z[v] - l);
         dz[tgt[n]] += gn;
     }
 }
