@@ -27,11 +27,6 @@ int train_with_config(comm_t *comm, const cfg_t *cfg, bool *stopped, deft_err_t 
     if (!cfg_str(cfg, "model"))
         return deft_fail(err, DEFT_ERR_USAGE, "train: no starting model: give --model DIR "
                          "(a Hugging Face folder)");
-    /* the loop keeps one full replica per rank on the CPU backend */
-    if (cfg_int(cfg, "tp") != 1)
-        return deft_fail(err, DEFT_ERR_USAGE, "train: tp %lld: tensor parallelism is not "
-                         "implemented in training; use tp 1 (data parallel over all ranks)",
-                         (long long)cfg_int(cfg, "tp"));
     if (!strcmp(cfg_str(cfg, "backend"), "cuda"))
         return deft_fail(err, DEFT_ERR_USAGE, "train: backend cuda: training runs on the CPU "
                          "backend only; use backend auto or cpu");
@@ -78,6 +73,7 @@ int train_with_config(comm_t *comm, const cfg_t *cfg, bool *stopped, deft_err_t 
         .max_steps = cfg_int(cfg, "max_steps"),
         .micro_batch = (int)cfg_int(cfg, "micro_batch"),
         .grad_accum = (int)cfg_int(cfg, "grad_accum"),
+        .tp = (int)cfg_int(cfg, "tp"),
         .seq = {
             .max_len = (int)cfg_int(cfg, "max_len"),
             .max_prompt_len = (int)cfg_int(cfg, "max_prompt_len"),

@@ -346,6 +346,11 @@ int llama_load_tp(llama_model_t *m, const char *dir, const backend_t *be, comm_t
     int rc = llama_config_load(&cfg, dir, err);
     if (rc)
         return rc;
+    if ((rc = llama_tp_check(&cfg, tp ? comm_size(tp) : 1, err))) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        return deft_fail(err, rc, "%s/config.json: %s", dir, why);
+    }
     if ((rc = llama_create_tp(m, &cfg, be, tp, err)))
         return rc;
     st_set_t *st = NULL;

@@ -139,6 +139,11 @@ int llama_param_gather(const llama_model_t *m, int i, bool grad, float *out,
 /* Sets parameter i's local shard from the whole tensor full (host,
  * full_shape); no communication. */
 void llama_param_set_full(llama_model_t *m, int i, const float *full);
+/* The same two for any host array laid out like parameter i (optimizer
+ * moments): local [shape] this rank's shard, out / full [full_shape]. */
+int llama_shard_gather(const llama_model_t *m, int i, const float *local, float *out,
+                       deft_err_t *err);
+void llama_shard_take(const llama_model_t *m, int i, const float *full, float *local);
 
 /* In-place sum over the tp group of x[n] (host), the same bits on every rank
  * (nothing at tp 1). For losses and statistics made of per-shard parts. */

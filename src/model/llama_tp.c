@@ -10,6 +10,42 @@
 #include "model/llama.h"
 #include "model/losses.h"
 
+int llama_shard_gather(const llama_model_t *m, int i, const float *local, float *out,
+                       deft_err_t *err)
+{
+    const llama_param_t *p = &m->params[i];
+    if (m->tp_size == 1 || p->shard_dim == LLAMA_SHARD_NONE) {
+        memcpy(out, local, sizeof(float) * p->numel);
+        return DEFT_OK;
+    }
+    /* shards in rank order are the rows in order */
+    if (p->shard_dim == LLAMA_SHARD_ROWS)
+        return comm_allgather_f32(m->tp, local, (size_t)p->numel, out, err);
+    /* [tp, rows, cols]: every shard whole, then interleaved row by row */
+    float *all = xmalloc(sizeof(float) * p->numel * m->tp_size);
+    int rc = comm_allgather_f32(m->tp, local, (size_t)p->numel, all, err);
+    int64_t rows = p->shape[0], cols = p->shape[1];
+    for (int r = 0; r < m->tp_size && !rc; r++)
+        for (int64_t y = 0; y < rows; y++)
+            memcpy(out + y * p->full_shape[1] + r * cols, all + r * p->numel + y * cols,
+                   sizeof(float) * cols);
+    free(all);
+    return rc;
+}
+
+void llama_shard_take(const llama_model_t *m, int i, const float *full, float *local)
+{
+    const llama_param_t *p = &m->params[i];
+    if (p->shard_dim != LLAMA_SHARD_COLS) {
+        int64_t first = p->shard_dim == LLAMA_SHARD_ROWS ? p->shard_offset * p->full_shape[1] : 0;
+        memcpy(local, full + first, sizeof(float) * p->numel);
+        return;
+    }
+    for (int64_t y = 0; y < p->shape[0]; y++)
+        memcpy(local + y * p->shape[1], full + y * p->full_shape[1] + p->shard_offset,
+               sizeof(float) * p->shape[1]);
+}
+
 int llama_param_gather(const llama_model_t *m, int i, bool grad, float *out,
                        deft_err_t *err)
 {
@@ -18,27 +54,9 @@ int llama_param_gather(const llama_model_t *m, int i, bool grad, float *out,
     if (!src)
         return deft_fail(err, DEFT_ERR_INTERNAL, "llama: %s has no gradient to gather "
                          "(llama_alloc_grads first)", p->name);
-    if (m->tp_size == 1 || p->shard_dim == LLAMA_SHARD_NONE) {
-        m->be->to_host(out, src, sizeof(float) * p->numel);
-        return DEFT_OK;
-    }
     float *mine = xmalloc(sizeof(float) * p->numel);   /* [shape] this rank's shard */
     m->be->to_host(mine, src, sizeof(float) * p->numel);
-    int rc;
-    if (p->shard_dim == LLAMA_SHARD_ROWS) {
-        /* shards in rank order are the rows in order */
-        rc = comm_allgather_f32(m->tp, mine, (size_t)p->numel, out, err);
-    } else {
-        /* [tp, rows, cols]: every shard whole, then interleaved row by row */
-        float *all = xmalloc(sizeof(float) * p->numel * m->tp_size);
-        rc = comm_allgather_f32(m->tp, mine, (size_t)p->numel, all, err);
-        int64_t rows = p->shape[0], cols = p->shape[1];
-        for (int r = 0; r < m->tp_size && !rc; r++)
-            for (int64_t y = 0; y < rows; y++)
-                memcpy(out + y * p->full_shape[1] + r * cols, all + r * p->numel + y * cols,
-                       sizeof(float) * cols);
-        free(all);
-    }
+    int rc = llama_shard_gather(m, i, mine, out, err);
     free(mine);
     return rc;
 }
@@ -46,15 +64,8 @@ int llama_param_gather(const llama_model_t *m, int i, bool grad, float *out,
 void llama_param_set_full(llama_model_t *m, int i, const float *full)
 {
     llama_param_t *p = &m->params[i];
-    if (p->shard_dim != LLAMA_SHARD_COLS) {
-        int64_t first = p->shard_dim == LLAMA_SHARD_ROWS ? p->shard_offset * p->full_shape[1] : 0;
-        m->be->to_device(p->data, full + first, sizeof(float) * p->numel);
-        return;
-    }
-    float *mine = xmalloc(sizeof(float) * p->numel);   /* [shape] this rank's columns */
-    for (int64_t y = 0; y < p->shape[0]; y++)
-        memcpy(mine + y * p->shape[1], full + y * p->full_shape[1] + p->shard_offset,
-               sizeof(float) * p->shape[1]);
+    float *mine = xmalloc(sizeof(float) * p->numel);   /* [shape] this rank's shard */
+    llama_shard_take(m, i, full, mine);
     m->be->to_device(p->data, mine, sizeof(float) * p->numel);
     free(mine);
 }

@@ -29,16 +29,24 @@ void ref_model_checksum(const llama_model_t *m, char hex[65])
     sha256_init(&h);
     size_t cap = 0;
     float *host = NULL;   /* (numel,) one parameter at a time, host copy */
+    /* whole tensors, so that every tp size gives the same checksum (under
+     * tensor parallelism this is a collective over the tp group) */
     for (int i = 0; i < m->n_params; i++) {
         const llama_param_t *p = &m->params[i];
+        size_t numel = (size_t)(p->full_shape[0] * (p->ndim == 2 ? p->full_shape[1] : 1));
         sha256_update(&h, p->name, strlen(p->name) + 1);
-        sha256_update(&h, p->shape, sizeof p->shape);
-        if ((size_t)p->numel > cap) {
-            cap = (size_t)p->numel;
+        sha256_update(&h, p->full_shape, sizeof p->full_shape);
+        if (numel > cap) {
+            cap = numel;
             host = xrealloc(host, cap * sizeof(float));
         }
-        m->be->to_host(host, p->data, (size_t)p->numel * sizeof(float));
-        sha256_update(&h, host, (size_t)p->numel * sizeof(float));
+        deft_err_t gerr = {0};
+        if (m->tp_size == 1)
+            m->be->to_host(host, p->data, numel * sizeof(float));
+        else if (llama_param_gather(m, i, false, host, &gerr))
+            /* the hash is then of no file: the reference is computed anew */
+            log_warn("ref: %s; the reference file will not be reused", gerr.msg);
+        sha256_update(&h, host, numel * sizeof(float));
     }
     free(host);
     uint8_t d[32];
@@ -239,7 +247,11 @@ int ref_prepare(const char *path, llama_model_t *m, const train_sample_t *s, int
     }
 
     memset(out->sum, 0, sizeof(double) * (size_t)out->off[n]);
-    rc = ref_compute(m, s, n, batch, rank, nranks, out, err);
+    /* under tensor parallelism the m->tp_size consecutive ranks of a group
+     * compute one share together, and its first rank contributes it */
+    rc = ref_compute(m, s, n, batch, rank / m->tp_size, nranks / m->tp_size, out, err);
+    if (m->tp_rank != 0)
+        memset(out->sum, 0, sizeof(double) * (size_t)out->off[n]);
     int agreed = 0, first = -1;
     deft_err_t merr;
     if (comm_agree(comm, rc, &agreed, &first, &merr)) {

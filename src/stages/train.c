@@ -1,6 +1,7 @@
 /* The training loop (stage train): SFT, DPO or PRO with the DEFT term
- * -omega * R_Q (DEFT paper Eq. 10) on a Llama model, data parallel over MPI
- * ranks with gradient accumulation, evaluation on a held-out split,
+ * -omega * R_Q (DEFT paper Eq. 10) on a Llama model, on a tp x dp grid of MPI
+ * ranks (tensor parallel within groups of tp, data parallel across them)
+ * with gradient accumulation, evaluation on a held-out split,
  * metrics.jsonl, HDF5 checkpoints with exact resume, and clean stops on
  * SIGTERM/SIGUSR1. docs/training.md describes the loop. */
 #include "stages/train.h"
@@ -15,6 +16,7 @@
 
 #include "io/checkpoint.h"
 #include "model/llama.h"
+#include "mpi/comm_grid.h"
 #include "stages/qdiff.h"
 #include "stages/ref.h"
 #include "util/log.h"
@@ -102,9 +104,15 @@ typedef struct {
     const train_opts_t *o;
     comm_t *comm;
     int rank, nranks;
+    /* The grid: a tp group shares one model and takes the same samples; data
+     * is dealt to, and gradients summed over, the dp_size groups. At tp 1
+     * dp is comm itself and no grid is made. */
+    comm_grid_t grid;
+    comm_t *dp;
+    int dp_rank, dp_size;
     const backend_t *be;
     llama_model_t model;
-    int64_t n_weights;          /* parameters, a tied matrix counted once */
+    int64_t n_weights;          /* parameters of the whole model, a tied matrix counted once */
     adamw_t opt;
     train_sample_t *samples;    /* (n_samples,) training samples, then evaluation ones */
     int64_t n_samples, n_train; /* training samples are [0, n_train) */
@@ -113,7 +121,7 @@ typedef struct {
     char qdiff_hex[65];         /* sha256 of Q_diff as stored (fp64), or "" */
     int64_t *order;             /* (n_train,) this epoch's data order */
     int64_t step, epoch, epoch_pos, total_steps;
-    int global_batch;           /* micro_batch * grad_accum * nranks samples */
+    int global_batch;           /* micro_batch * grad_accum * dp_size samples */
     char ckpt_dir[4096], metrics_path[4096];
     FILE *metrics;              /* rank 0 */
     double t_start;             /* wall clock when this process started training */
@@ -133,6 +141,12 @@ static int agree(trainer_t *t, int rc, deft_err_t *err)
     if (code && t->rank != first)
         err->msg[0] = '\0';
     return code;
+}
+
+/* Elements of the whole tensor of which p may hold a tensor-parallel shard. */
+static int64_t param_full_numel(const llama_param_t *p)
+{
+    return p->full_shape[0] * (p->ndim == 2 ? p->full_shape[1] : 1);
 }
 
 static int mkdir_p(const char *path, deft_err_t *err)
@@ -280,16 +294,19 @@ static void trainer_shuffle(trainer_t *t, rng_t *r)
 // ----------------------------------------------------------------------------
 // one micro-batch: forward, losses, backward
 
-/* Forward of samples idx[ns] (every response; y_1 only for SFT), the
- * objective's share with divisor n_global into *st, and with `train` the
- * gradients accumulated into the parameters. *tokens += tokens processed. */
-static int run_micro(trainer_t *t, const int64_t *idx, int ns, double n_global, bool train,
-                     loss_stats_t *st, int64_t *tokens, deft_err_t *err)
+/* A micro-batch as the model takes it: B sequences right-padded to T. */
+typedef struct {
+    int B, T;
+    int32_t *ids;    /* [B, T] right-padded with id 0 */
+    int32_t *lens;   /* [B] */
+    int32_t *tgt;    /* [B, T] next token, -1: not scored */
+    int *row0;       /* [ns] sequence of y_1 of each sample */
+} micro_t;
+
+static void micro_make(const trainer_t *t, const int64_t *idx, int ns, micro_t *mb,
+                       int64_t *tokens)
 {
-    const train_opts_t *o = t->o;
-    const backend_t *be = t->be;
-    int V = (int)t->model.cfg.vocab_size;
-    bool sft = o->loss.kind == LOSS_SFT;
+    bool sft = t->o->loss.kind == LOSS_SFT;
     int B = 0, T = 0;
     for (int j = 0; j < ns; j++) {
         const train_sample_t *s = &t->samples[idx[j]];
@@ -299,26 +316,142 @@ static int run_micro(trainer_t *t, const int64_t *idx, int ns, double n_global, 
         B += nr;
     }
     size_t N = (size_t)B * T;
-    int32_t *ids = xcalloc(N, sizeof(int32_t));   /* [B, T] right-padded with id 0 */
-    int32_t *lens = xcalloc((size_t)B, sizeof(int32_t));
-    int32_t *tgt = xmalloc(N * sizeof(int32_t));  /* [B, T] next token, -1: not scored */
-    int *row0 = xcalloc((size_t)ns, sizeof(int)); /* sequence of y_1 of each sample */
+    mb->B = B, mb->T = T;
+    mb->ids = xcalloc(N, sizeof(int32_t));
+    mb->lens = xcalloc((size_t)B, sizeof(int32_t));
+    mb->tgt = xmalloc(N * sizeof(int32_t));
+    mb->row0 = xcalloc((size_t)ns, sizeof(int));
     for (size_t i = 0; i < N; i++)
-        tgt[i] = -1;
+        mb->tgt[i] = -1;
     int b = 0;
     for (int j = 0; j < ns; j++) {
         const train_sample_t *s = &t->samples[idx[j]];
         int nr = sft ? 1 : s->n_resp;
-        row0[j] = b;
+        mb->row0[j] = b;
         for (int k = 0; k < nr; k++, b++) {
-            int32_t *row = ids + (size_t)b * T;
-            lens[b] = s->len[k];
-            memcpy(row, s->ids[k], sizeof(int32_t) * (size_t)lens[b]);
-            for (int r = s->prompt_end - 1; r < lens[b] - 1; r++)
-                tgt[(size_t)b * T + r] = row[r + 1];
-            *tokens += lens[b];
+            int32_t *row = mb->ids + (size_t)b * T;
+            mb->lens[b] = s->len[k];
+            memcpy(row, s->ids[k], sizeof(int32_t) * (size_t)mb->lens[b]);
+            for (int r = s->prompt_end - 1; r < mb->lens[b] - 1; r++)
+                mb->tgt[(size_t)b * T + r] = row[r + 1];
+            *tokens += mb->lens[b];
         }
     }
+}
+
+static void micro_free(micro_t *mb)
+{
+    free(mb->ids);
+    free(mb->lens);
+    free(mb->tgt);
+    free(mb->row0);
+}
+
+/* The loss inputs of samples idx[ns] from log-probs lp [B, T]: ls[ns] over
+ * lr[B], with gradients into dlp [B, T] when dlp is non-NULL. */
+static void micro_losses(const trainer_t *t, const int64_t *idx, int ns, const micro_t *mb,
+                         const float *lp, float *dlp, loss_sample_t *ls, loss_resp_t *lr)
+{
+    bool sft = t->o->loss.kind == LOSS_SFT;
+    int b = 0, T = mb->T;
+    for (int j = 0; j < ns; j++) {
+        const train_sample_t *s = &t->samples[idx[j]];
+        int nr = sft ? 1 : s->n_resp;
+        ls[j].resp = &lr[b];
+        ls[j].n_resp = nr;
+        ls[j].has_rewards = s->reward != NULL;
+        for (int k = 0; k < nr; k++, b++) {
+            size_t at = (size_t)b * T + (size_t)(s->prompt_end - 1);
+            lr[b].logp = lp + at;
+            lr[b].dlogp = dlp ? dlp + at : NULL;
+            lr[b].n_tok = s->len[k] - s->prompt_end;
+            lr[b].ref_sum = t->ref.sum ? t->ref.sum[t->ref.off[idx[j]] + k] : 0.0;
+            lr[b].reward = s->reward ? s->reward[k] : 0.0;
+        }
+    }
+}
+
+/* run_micro under tensor parallelism: the log-softmax over the vocabulary
+ * shards and R_Q's partial dot products are completed over the tp group. */
+static int run_micro_tp(trainer_t *t, const int64_t *idx, int ns, double n_global,
+                        bool train, loss_stats_t *st, int64_t *tokens, deft_err_t *err)
+{
+    const train_opts_t *o = t->o;
+    llama_model_t *m = &t->model;
+    int64_t Vl = m->vocab_local;
+    micro_t mb;
+    micro_make(t, idx, ns, &mb, tokens);
+    size_t N = (size_t)mb.B * mb.T;
+    float *logits = xmalloc(N * Vl * sizeof(float));   /* [B, T, V/tp] this rank's columns */
+    float *lp = xcalloc(N, sizeof(float));             /* [B, T] log-probs of tgt */
+    float *lse = xcalloc(N, sizeof(float));            /* [B, T] full log-sum-exp */
+    float *dlp = xcalloc(N, sizeof(float));            /* [B, T] d(loss)/d(lp) */
+    double *rq = xcalloc((size_t)ns + 1, sizeof(double));   /* [ns] R_Q of each y_1 */
+    loss_sample_t *ls = xcalloc((size_t)ns, sizeof *ls);
+    loss_resp_t *lr = xcalloc((size_t)mb.B, sizeof *lr);
+    float *dlogits = NULL;
+    const float *qd = t->qdiff ? t->qdiff + m->vocab_start : NULL;   /* [V/tp] */
+    int rc = llama_forward(m, mb.ids, mb.lens, mb.B, mb.T, NULL, logits, train, err);
+    if (!rc)
+        rc = llama_tp_logsoftmax_gather(m, logits, mb.tgt, (int64_t)N, lp, lse, err);
+    if (rc)
+        goto done;
+    micro_losses(t, idx, ns, &mb, lp, train ? dlp : NULL, ls, lr);
+    for (int j = 0; j < ns && qd; j++) {
+        /* R_Q on y_1's response tokens: this shard's part of each dot product */
+        const train_sample_t *s = &t->samples[idx[j]];
+        size_t at = (size_t)mb.row0[j] * mb.T + (size_t)(s->prompt_end - 1);
+        rq[j] = loss_rq_from_logits(logits + at * Vl, s->len[0] - s->prompt_end - 1, (int)Vl,
+                                    qd);
+    }
+    if (qd && (rc = llama_tp_sum(m, rq, (size_t)ns, err)))
+        goto done;
+    for (int j = 0; j < ns; j++)
+        ls[j].r_q = rq[j];
+    rc = loss_batch(&o->loss, ls, ns, n_global, st, err);
+    if (rc || !train)
+        goto done;
+    dlogits = xcalloc(N * Vl, sizeof(float));   /* [B, T, V/tp] */
+    llama_tp_logsoftmax_gather_bwd(m, dlogits, logits, mb.tgt, lse, dlp, (int64_t)N);
+    if (qd && o->loss.omega != 0)
+        for (int j = 0; j < ns; j++) {
+            const train_sample_t *s = &t->samples[idx[j]];
+            size_t at = (size_t)mb.row0[j] * mb.T + (size_t)(s->prompt_end - 1);
+            loss_deft_add_dlogits(dlogits + at * Vl, s->len[0] - s->prompt_end - 1, (int)Vl,
+                                  qd, o->loss.omega, 1.0 / n_global);
+        }
+    rc = llama_backward(m, dlogits, NULL, err);
+done:
+    micro_free(&mb);
+    free(logits);
+    free(lp);
+    free(lse);
+    free(dlp);
+    free(rq);
+    free(ls);
+    free(lr);
+    free(dlogits);
+    return rc;
+}
+
+/* Forward of samples idx[ns] (every response; y_1 only for SFT), the
+ * objective's share with divisor n_global into *st, and with `train` the
+ * gradients accumulated into the parameters. *tokens += tokens processed.
+ * Under tensor parallelism every rank of the tp group calls it with the same
+ * samples: logits are this rank's vocabulary shard, log-probs and the loss
+ * come out whole on each. */
+static int run_micro(trainer_t *t, const int64_t *idx, int ns, double n_global, bool train,
+                     loss_stats_t *st, int64_t *tokens, deft_err_t *err)
+{
+    if (t->model.tp_size > 1)
+        return run_micro_tp(t, idx, ns, n_global, train, st, tokens, err);
+    const train_opts_t *o = t->o;
+    const backend_t *be = t->be;
+    int V = (int)t->model.cfg.vocab_size;
+    micro_t mb;
+    micro_make(t, idx, ns, &mb, tokens);
+    int B = mb.B, T = mb.T;
+    size_t N = (size_t)B * T;
     float *logits = xmalloc(N * V * sizeof(float));   /* [B, T, V] host */
     float *lp = xcalloc(N, sizeof(float));            /* [B, T] log-probs of tgt */
     float *dlp = xcalloc(N, sizeof(float));           /* [B, T] d(loss)/d(lp) */
@@ -334,35 +467,21 @@ static int run_micro(trainer_t *t, const int64_t *idx, int ns, double n_global, 
                        "of %d tokens (%d ids each)", B, T, V);
         goto done;
     }
-    rc = llama_forward(&t->model, ids, lens, B, T, NULL, logits, train, err);
+    rc = llama_forward(&t->model, mb.ids, mb.lens, B, T, NULL, logits, train, err);
     if (rc)
         goto done;
     be->to_device(logits_d, logits, N * V * sizeof(float));
-    be->to_device(tgt_d, tgt, N * sizeof(int32_t));
+    be->to_device(tgt_d, mb.tgt, N * sizeof(int32_t));
     be->logsoftmax_gather_fwd(vec_d, logits_d, tgt_d, (int)N, V);
     be->to_host(lp, vec_d, N * sizeof(float));
 
-    b = 0;
-    for (int j = 0; j < ns; j++) {
+    micro_losses(t, idx, ns, &mb, lp, train ? dlp : NULL, ls, lr);
+    for (int j = 0; j < ns && t->qdiff; j++) {
+        /* R_Q on y_1's response tokens: the terminator's row is excluded */
         const train_sample_t *s = &t->samples[idx[j]];
-        int nr = sft ? 1 : s->n_resp;
-        ls[j].resp = &lr[b];
-        ls[j].n_resp = nr;
-        ls[j].has_rewards = s->reward != NULL;
-        for (int k = 0; k < nr; k++, b++) {
-            size_t at = (size_t)b * T + (size_t)(s->prompt_end - 1);
-            lr[b].logp = lp + at;
-            lr[b].dlogp = train ? dlp + at : NULL;
-            lr[b].n_tok = s->len[k] - s->prompt_end;
-            lr[b].ref_sum = t->ref.sum ? t->ref.sum[t->ref.off[idx[j]] + k] : 0.0;
-            lr[b].reward = s->reward ? s->reward[k] : 0.0;
-        }
-        if (t->qdiff) {
-            /* R_Q on y_1's response tokens: the terminator's row is excluded */
-            size_t at = (size_t)row0[j] * T + (size_t)(s->prompt_end - 1);
-            ls[j].r_q = loss_rq_from_logits(logits + at * V, s->len[0] - s->prompt_end - 1,
-                                            V, t->qdiff);
-        }
+        size_t at = (size_t)mb.row0[j] * T + (size_t)(s->prompt_end - 1);
+        ls[j].r_q = loss_rq_from_logits(logits + at * V, s->len[0] - s->prompt_end - 1, V,
+                                        t->qdiff);
     }
     rc = loss_batch(&o->loss, ls, ns, n_global, st, err);
     if (rc || !train)
@@ -383,7 +502,7 @@ static int run_micro(trainer_t *t, const int64_t *idx, int ns, double n_global, 
     if (t->qdiff && o->loss.omega != 0)
         for (int j = 0; j < ns; j++) {
             const train_sample_t *s = &t->samples[idx[j]];
-            size_t at = (size_t)row0[j] * T + (size_t)(s->prompt_end - 1);
+            size_t at = (size_t)mb.row0[j] * T + (size_t)(s->prompt_end - 1);
             loss_deft_add_dlogits(dlogits + at * V, s->len[0] - s->prompt_end - 1, V, t->qdiff,
                                   o->loss.omega, 1.0 / n_global);
         }
@@ -392,10 +511,7 @@ done:
     be->free(logits_d);
     be->free(tgt_d);
     be->free(vec_d);
-    free(ids);
-    free(lens);
-    free(tgt);
-    free(row0);
+    micro_free(&mb);
     free(logits);
     free(lp);
     free(dlp);
@@ -407,11 +523,12 @@ done:
 // ----------------------------------------------------------------------------
 // reductions over ranks
 
-/* Sums every parameter's gradient over the ranks, one tensor at a time in
- * fp64 (rank order, so every rank gets the same bits). */
+/* Sums every parameter's gradient over the dp groups (each rank's shard
+ * with the same shard of the other groups), one tensor at a time in fp64
+ * (rank order, so every rank gets the same bits). */
 static int allreduce_grads(trainer_t *t, deft_err_t *err)
 {
-    if (t->nranks == 1)
+    if (t->dp_size == 1)
         return DEFT_OK;
     int64_t cap = 0;
     for (int i = 0; i < t->model.n_params; i++)
@@ -424,7 +541,7 @@ static int allreduce_grads(trainer_t *t, deft_err_t *err)
         t->be->to_host(h, p->grad, sizeof(float) * (size_t)p->numel);
         for (int64_t k = 0; k < p->numel; k++)
             w[k] = h[k];
-        rc = comm_allreduce_sum_f64(t->comm, w, (size_t)p->numel, err);
+        rc = comm_allreduce_sum_f64(t->dp, w, (size_t)p->numel, err);
         for (int64_t k = 0; k < p->numel; k++)
             h[k] = (float)w[k];
         t->be->to_device(p->grad, h, sizeof(float) * (size_t)p->numel);
@@ -442,7 +559,8 @@ static int allreduce_stats(trainer_t *t, loss_stats_t *st, int64_t *tokens, deft
     double v[ST_N] = {st->total, st->pref, st->sft, st->deft, st->r_q, st->nll, st->acc,
                       st->margin, st->chosen_reward, st->rejected_reward,
                       (double)st->n_samples, (double)*tokens};
-    int rc = comm_allreduce_sum_f64(t->comm, v, ST_N, err);
+    /* every rank of a tp group holds the same whole statistics: sum over dp */
+    int rc = comm_allreduce_sum_f64(t->dp, v, ST_N, err);
     *st = (loss_stats_t){v[ST_TOTAL], v[ST_PREF], v[ST_SFT], v[ST_DEFT], v[ST_RQ], v[ST_NLL],
                          v[ST_ACC], v[ST_MARGIN], v[ST_CHOSEN], v[ST_REJECTED],
                          (int64_t)v[ST_SAMPLES]};
@@ -543,11 +661,11 @@ static int evaluate(trainer_t *t, deft_err_t *err)
     int mb = t->o->micro_batch;
     int64_t idx[mb];
     int rc = DEFT_OK;
-    /* sample i goes to rank i % nranks; every rank joins the reduction */
+    /* sample i goes to dp group i % dp_size; every rank joins the reduction */
     int ns = 0;
-    for (int64_t i = t->rank; i < n_eval && !rc; i += t->nranks) {
+    for (int64_t i = t->dp_rank; i < n_eval && !rc; i += t->dp_size) {
         idx[ns++] = t->n_train + i;
-        if (ns == mb || i + t->nranks >= n_eval) {
+        if (ns == mb || i + t->dp_size >= n_eval) {
             rc = run_micro(t, idx, ns, (double)n_eval, false, &st, &tokens, err);
             ns = 0;
         }
@@ -571,32 +689,52 @@ static int evaluate(trainer_t *t, deft_err_t *err)
 // ----------------------------------------------------------------------------
 // checkpoints
 
-/* Tensors of the model and optimizer: host copies of the parameters (the
- * backend's memory need not be host memory), the moments in place. */
+/* Tensors of the model and optimizer, whole (full_shape) whatever the tp:
+ * host copies of the parameters (the backend's memory need not be host
+ * memory); the moments in place at tp 1, gathered copies under tensor
+ * parallelism. */
 typedef struct {
     ckpt_tensor_t *p, *m, *v;   /* (n_params,) each */
-    float *host;                /* (sum numel,) parameter copies, back to back */
+    float *host;                /* (sum numel,) parameter copies, back to back; then the two
+                                   moments' copies under tp: (3 * sum numel,) */
 } ckpt_set_t;
 
 static void ckpt_set_make(trainer_t *t, ckpt_set_t *c)
 {
     int n = t->model.n_params;
+    bool tp = t->model.tp_size > 1;
     c->p = xcalloc((size_t)n, sizeof(ckpt_tensor_t));
     c->m = xcalloc((size_t)n, sizeof(ckpt_tensor_t));
     c->v = xcalloc((size_t)n, sizeof(ckpt_tensor_t));
-    c->host = xmalloc(sizeof(float) * (size_t)t->n_weights);
+    c->host = xmalloc(sizeof(float) * (size_t)t->n_weights * (tp ? 3 : 1));
     float *h = c->host;
     for (int i = 0; i < n; i++) {
         const llama_param_t *p = &t->model.params[i];
         ckpt_tensor_t base = {.name = p->name, .ndim = p->ndim};
         for (int d = 0; d < p->ndim; d++)
-            base.shape[d] = p->shape[d];
+            base.shape[d] = p->full_shape[d];
         c->p[i] = c->m[i] = c->v[i] = base;
+        int64_t numel = param_full_numel(p);
         c->p[i].data = h;
-        c->m[i].data = t->opt.p[i].m;
-        c->v[i].data = t->opt.p[i].v;
-        h += p->numel;
+        c->m[i].data = tp ? h + t->n_weights : t->opt.p[i].m;
+        c->v[i].data = tp ? h + 2 * t->n_weights : t->opt.p[i].v;
+        h += numel;
     }
+}
+
+/* Under tensor parallelism: the whole tensors from every rank's shards,
+ * on every rank (a collective over the tp group). */
+static int ckpt_set_gather(trainer_t *t, ckpt_set_t *c, deft_err_t *err)
+{
+    int rc = DEFT_OK;
+    for (int i = 0; i < t->model.n_params && !rc; i++) {
+        rc = llama_param_gather(&t->model, i, false, c->p[i].data, err);
+        if (!rc)
+            rc = llama_shard_gather(&t->model, i, t->opt.p[i].m, c->m[i].data, err);
+        if (!rc)
+            rc = llama_shard_gather(&t->model, i, t->opt.p[i].v, c->v[i].data, err);
+    }
+    return rc;
 }
 
 static void ckpt_set_free(ckpt_set_t *c)
@@ -610,12 +748,28 @@ static void ckpt_set_free(ckpt_set_t *c)
 static int checkpoint_write(trainer_t *t, const rng_t *r, deft_err_t *err)
 {
     int rc = DEFT_OK;
+    ckpt_set_t c = {0};
+    /* tp: rank 0's group puts the whole tensors together, rank 0 writes them.
+     * Note: every rank of that group holds them (3x the model in fp32 host
+     * memory); a gather to rank 0 alone would spare the others. */
+    if (t->model.tp_size > 1) {
+        if (t->dp_rank == 0) {
+            ckpt_set_make(t, &c);
+            rc = ckpt_set_gather(t, &c, err);
+        }
+        if ((rc = agree(t, rc, err))) {
+            if (c.p)
+                ckpt_set_free(&c);
+            return rc;
+        }
+    }
     if (t->rank == 0) {
-        ckpt_set_t c;
-        ckpt_set_make(t, &c);
-        for (int i = 0; i < t->model.n_params; i++)
-            t->be->to_host(c.p[i].data, t->model.params[i].data,
-                           sizeof(float) * (size_t)t->model.params[i].numel);
+        if (t->model.tp_size == 1) {
+            ckpt_set_make(t, &c);
+            for (int i = 0; i < t->model.n_params; i++)
+                t->be->to_host(c.p[i].data, t->model.params[i].data,
+                               sizeof(float) * (size_t)t->model.params[i].numel);
+        }
         uint64_t words[3] = {r->seed, r->counter, (uint64_t)t->o->seed};
         ckpt_state_t st = {.step = t->step, .epoch = t->epoch, .epoch_pos = t->epoch_pos,
                            .rng = words, .n_rng = 3, .config_text = (char *)t->o->config_text,
@@ -628,8 +782,9 @@ static int checkpoint_write(trainer_t *t, const rng_t *r, deft_err_t *err)
             log_info("checkpoint: wrote %s (step %lld, epoch %lld, %lld/%lld samples of it)",
                      path, (long long)t->step, (long long)t->epoch, (long long)t->epoch_pos,
                      (long long)t->n_train);
-        ckpt_set_free(&c);
     }
+    if (c.p)
+        ckpt_set_free(&c);
     return agree(t, rc, err);
 }
 
@@ -708,9 +863,15 @@ static int checkpoint_restore(trainer_t *t, const char *path, deft_err_t *err)
                        "the training data changed", path, (long long)st.epoch_pos,
                        (long long)t->n_train);
     if (!rc) {
-        for (int i = 0; i < t->model.n_params; i++)
+        for (int i = 0; i < t->model.n_params && t->model.tp_size == 1; i++)
             t->be->to_device(t->model.params[i].data, c.p[i].data,
                              sizeof(float) * (size_t)t->model.params[i].numel);
+        /* tp: the checkpoint holds whole tensors; keep this rank's slices */
+        for (int i = 0; i < t->model.n_params && t->model.tp_size > 1; i++) {
+            llama_param_set_full(&t->model, i, c.p[i].data);
+            llama_shard_take(&t->model, i, c.m[i].data, t->opt.p[i].m);
+            llama_shard_take(&t->model, i, c.v[i].data, t->opt.p[i].v);
+        }
         t->step = t->opt.step = st.step;
         t->epoch = st.epoch;
         t->epoch_pos = st.epoch_pos;
@@ -737,11 +898,18 @@ static int trainer_setup(trainer_t *t, deft_err_t *err)
     if ((rc = agree(t, rc, err)))
         return rc;
 
+    if (o->tp > 1) {
+        if ((rc = agree(t, comm_grid_create(t->comm, o->tp, &t->grid, err), err)))
+            return rc;
+        t->dp = t->grid.dp;
+        t->dp_rank = t->grid.dp_rank, t->dp_size = t->grid.dp_size;
+    }
     tokenizer_t *tok = NULL;
     const char *tok_path = o->tok_path ? o->tok_path : o->model_dir;
     rc = tok_load(&tok, tok_path, err);
+    /* a model that tp cannot split fails here, on every rank alike */
     if (!rc)
-        rc = llama_load(&t->model, o->model_dir, t->be, err);
+        rc = llama_load_tp(&t->model, o->model_dir, t->be, o->tp > 1 ? t->grid.tp : NULL, err);
     if (!rc && tok_vocab_size(tok) > t->model.cfg.vocab_size)
         rc = deft_fail(err, DEFT_ERR_USAGE, "%s: the tokenizer has %d ids but the model %s has "
                        "a vocabulary of %lld", tok_path, tok_vocab_size(tok), o->model_dir,
@@ -767,15 +935,16 @@ static int trainer_setup(trainer_t *t, deft_err_t *err)
         return rc;
 
     for (int i = 0; i < t->model.n_params; i++)
-        t->n_weights += t->model.params[i].numel;
-    t->global_batch = o->micro_batch * o->grad_accum * t->nranks;
+        t->n_weights += param_full_numel(&t->model.params[i]);
+    t->global_batch = o->micro_batch * o->grad_accum * t->dp_size;
     int64_t per_epoch = (t->n_train + t->global_batch - 1) / t->global_batch;
     t->total_steps = o->max_steps > 0 ? o->max_steps : per_epoch * o->epochs;
-    log_info("train: %s, %lld steps (%lld per epoch) of %d samples (%d ranks x %d micro-batches "
-             "x %d), %lld parameters, %s backend",
+    log_info("train: %s, %lld steps (%lld per epoch) of %d samples (%d data-parallel groups "
+             "x %d micro-batches x %d), tp %d, %lld parameters, %s backend",
              o->loss.kind == LOSS_DPO ? "DPO" : o->loss.kind == LOSS_PRO ? "PRO" : "SFT",
-             (long long)t->total_steps, (long long)per_epoch, t->global_batch, t->nranks,
-             o->grad_accum, o->micro_batch, (long long)t->n_weights, t->be->name);
+             (long long)t->total_steps, (long long)per_epoch, t->global_batch, t->dp_size,
+             o->grad_accum, o->micro_batch, t->model.tp_size, (long long)t->n_weights,
+             t->be->name);
 
     /* DPO's reference comes from the starting model, before any update */
     if (o->loss.kind == LOSS_DPO) {
@@ -805,15 +974,32 @@ static int trainer_setup(trainer_t *t, deft_err_t *err)
 
 /* The samples of this rank's micro-batch a of the step that starts at
  * epoch_pos: the step's n samples of the epoch order are dealt in blocks of
- * micro_batch, block a * nranks + rank to this rank. */
+ * micro_batch, block a * dp_size + dp_rank to this rank's dp group. */
 static int micro_share(const trainer_t *t, int64_t n, int a, int64_t *idx)
 {
     int mb = t->o->micro_batch;
-    int64_t lo = ((int64_t)a * t->nranks + t->rank) * mb;
+    int64_t lo = ((int64_t)a * t->dp_size + t->dp_rank) * mb;
     int ns = 0;
     for (int64_t k = lo; k < lo + mb && k < n; k++)
         idx[ns++] = t->order[t->epoch_pos + k];
     return ns;
+}
+
+/* The global gradient norm under tensor parallelism: shards' squares summed
+ * over the tp group, replicated tensors (the norms) counted once. */
+static int grad_norm_tp(trainer_t *t, double *norm, deft_err_t *err)
+{
+    double sq[2] = {0, 0};   /* sharded, replicated */
+    for (int i = 0; i < t->opt.np; i++) {
+        const adamw_param_t *p = &t->opt.p[i];
+        double s = 0;
+        for (int64_t k = 0; k < p->n; k++)
+            s += (double)p->grad[k] * p->grad[k];
+        sq[t->model.params[i].shard_dim == LLAMA_SHARD_NONE] += s;
+    }
+    int rc = llama_tp_sum(&t->model, sq, 1, err);
+    *norm = sqrt(sq[0] + sq[1]);
+    return rc;
 }
 
 /* One optimizer step over the next global batch; stats of the step out. */
@@ -837,7 +1023,15 @@ static int train_step(trainer_t *t, loss_stats_t *st, int64_t *tokens, double *g
         (rc = allreduce_stats(t, st, tokens, err)))
         return rc;
     *lr = lr_at(&t->opt.cfg, t->opt.step);
-    *gnorm = adamw_step(&t->opt);
+    if (t->model.tp_size == 1) {
+        *gnorm = adamw_step(&t->opt);
+    } else if ((rc = grad_norm_tp(t, gnorm, err))) {
+        return rc;
+    } else {
+        if (t->opt.cfg.max_grad_norm > 0)
+            adamw_clip(&t->opt, *gnorm);
+        adamw_update(&t->opt);
+    }
     t->step = t->opt.step;
     t->epoch_pos += n;
     return DEFT_OK;
@@ -904,7 +1098,8 @@ int train_run(const train_opts_t *o, comm_t *comm, bool *stopped, deft_err_t *er
         return deft_fail(err, DEFT_ERR_USAGE, "train: max_prompt_len %d leaves no room for a "
                          "response in max_len %d (needs max_prompt_len <= max_len - 3)",
                          o->seq.max_prompt_len, o->seq.max_len);
-    trainer_t t = {.o = o, .comm = comm, .rank = comm_rank(comm), .nranks = comm_size(comm)};
+    trainer_t t = {.o = o, .comm = comm, .rank = comm_rank(comm), .nranks = comm_size(comm),
+                   .dp = comm, .dp_rank = comm_rank(comm), .dp_size = comm_size(comm)};
     int rc = signals_install(err);
     if (!rc)
         rc = trainer_setup(&t, err);
@@ -947,5 +1142,6 @@ int train_run(const train_opts_t *o, comm_t *comm, bool *stopped, deft_err_t *er
     if (t.opt.p)
         adamw_free(&t.opt);
     llama_free(&t.model);
+    comm_grid_free(&t.grid);
     return rc;
 }

@@ -69,6 +69,8 @@ typedef struct {
     int epochs;
     int64_t max_steps;           /* 0: every epoch */
     int micro_batch, grad_accum;
+    int tp;                      /* tensor-parallel size: groups of tp consecutive ranks
+                                    share one model; 1 = a full replica per rank */
     train_seq_opts_t seq;        /* bos/eos are filled by the stage */
     uint64_t seed;
     int64_t log_every, eval_every, checkpoint_every;
