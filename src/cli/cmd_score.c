@@ -51,10 +51,18 @@ int score_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
         return deft_fail(err, DEFT_ERR_USAGE, "score: responses '%s' is not supported yet: "
                          "R_Q is scored on the best response only (responses: best)",
                          cfg_str(cfg, "responses"));
+    /* scores.h5 is written last: refuse up front to write it over an input */
+    int rc = deft_check_not_input(cfg_str(cfg, "out"), cfg_str(cfg, "qdiff"), "score: out",
+                                  err);
+    for (int i = 0; i < ndata && !rc; i++)
+        rc = deft_check_not_input(cfg_str(cfg, "out"), cfg_data_at(cfg, i)->path, "score: out",
+                                  err);
+    if (rc)
+        return rc;
     /* the model folder holds its tokenizer unless one is named */
     const char *tok_path = cfg_str(cfg, "tokenizer") ? cfg_str(cfg, "tokenizer") : model;
     tokenizer_t *tok = NULL;
-    int rc = load_tokenizer(comm, tok_path, &tok, err);
+    rc = load_tokenizer(comm, tok_path, &tok, err);
     if (rc)
         return rc;
     data_source_t *src = xcalloc((size_t)ndata, sizeof *src);

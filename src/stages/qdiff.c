@@ -627,8 +627,13 @@ static int read_share(const qdiff_opts_t *o, comm_t *c, pref_data_t *d, bool *ha
     read_opts_t ro = {.rank = comm_rank(c), .nranks = comm_size(c), .strict = o->strict,
                       .keep_file_order = o->keep_file_order};
     memset(d, 0, sizeof *d);
-    int code = data_read(d, o->src, o->nsrc, &ro, err);
-    *have_data = code == DEFT_OK;
+    int code = deft_check_not_input(o->out, o->tok_path, "qdiff: out", err);
+    for (int i = 0; i < o->nsrc && !code; i++)
+        code = deft_check_not_input(o->out, o->src[i].path, "qdiff: out", err);
+    if (!code) {
+        code = data_read(d, o->src, o->nsrc, &ro, err);
+        *have_data = code == DEFT_OK;
+    }
     if (!code && d->nfiles != o->nsrc)
         code = deft_fail(err, DEFT_ERR_INTERNAL, "reader returned %d files for %d sources",
                          d->nfiles, o->nsrc);

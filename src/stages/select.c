@@ -1012,8 +1012,19 @@ int select_run(comm_t *comm, const select_opts_t *o, deft_err_t *err)
     int rc = select_fraction_from_double(o->fraction, &frac, ftext, err);
     if (rc)
         return rc;
-    scores_slice_t sc;
-    rc = scores_read_slice(o->scores_path, o->by, rank, p, &sc, err);
+    /* The selection and its report are written last: refuse up front to
+     * write either over an input, where it would replace the data. */
+    char *report = o->out_path ? select_report_path(o->out_path) : NULL;
+    const char *outs[2] = {o->out_path, report};
+    for (int j = 0; j < 2 && !rc; j++) {
+        rc = deft_check_not_input(outs[j], o->scores_path, "select: out", err);
+        for (int i = 0; i < o->ndata && !rc; i++)
+            rc = deft_check_not_input(outs[j], o->data[i], "select: out", err);
+    }
+    free(report);
+    scores_slice_t sc = {0};
+    if (!rc)
+        rc = scores_read_slice(o->scores_path, o->by, rank, p, &sc, err);
     if (!rc && sc.data_files && (int)sc.ndata_files != o->ndata)
         rc = deft_fail(err, DEFT_ERR_USAGE, "%s was scored from %zu data file(s), %d given",
                        o->scores_path, sc.ndata_files, o->ndata);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int deft_fail(deft_err_t *err, deft_code_t code, const char *fmt, ...)
 {
@@ -32,6 +33,17 @@ int deft_exit_status(deft_code_t code)
     default:
         return 1;
     }
+}
+
+int deft_check_not_input(const char *out, const char *in, const char *what, deft_err_t *err)
+{
+    struct stat so, si;
+    if (!out || !in || stat(out, &so) != 0 || stat(in, &si) != 0 || S_ISDIR(si.st_mode))
+        return DEFT_OK;
+    if (so.st_dev != si.st_dev || so.st_ino != si.st_ino)
+        return DEFT_OK;
+    return deft_fail(err, DEFT_ERR_USAGE, "%s %s: this is the input file %s; writing it would "
+                     "destroy the input: give another output path", what, out, in);
 }
 
 const char *deft_code_name(deft_code_t code)

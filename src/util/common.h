@@ -39,6 +39,13 @@ const char *deft_code_name(deft_code_t code);
 
 /* Allocation that aborts with a message on exhaustion. Used for bookkeeping-sized
  * allocations; large tensors go through the backend, which reports DEFT_ERR_NOMEM. */
+/* Refuses an output path that names an existing input file (the same file by
+ * device and inode, however the two paths are spelt): writing the output
+ * would destroy the input. `what` names the output in the message ("--out");
+ * DEFT_ERR_USAGE when they are one file, DEFT_OK otherwise (also when either
+ * does not exist yet). */
+int deft_check_not_input(const char *out, const char *in, const char *what, deft_err_t *err);
+
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
