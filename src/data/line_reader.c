@@ -21,6 +21,8 @@ static int in_fill(line_reader_t *lr, deft_err_t *err)
     if (lr->zs.avail_in)
         memmove(lr->in, lr->zs.next_in, lr->zs.avail_in);
     size_t n = fread(lr->in + lr->zs.avail_in, 1, LINE_IN_BYTES - lr->zs.avail_in, lr->f);
+    if (n == 0 && ferror(lr->f) && lr->lineno == 0)
+        return deft_fail(err, DEFT_ERR_IO, "%s: cannot read: %s", lr->path, strerror(errno));
     if (n == 0 && ferror(lr->f))
         return deft_fail(err, DEFT_ERR_IO, "%s: line %lld: read error: %s", lr->path,
                          (long long)lr->lineno, strerror(errno));

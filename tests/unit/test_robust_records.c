@@ -155,6 +155,19 @@ static void test_gzip_tail(void)
     sb_free(&big);
 }
 
+/* A folder given as a data file is an I/O error that names it, on any rank. */
+static void test_folder(void)
+{
+    for (int r = 0; r < 2; r++) {
+        data_source_t src = {.path = dir, .format = "auto"};
+        read_opts_t opts = {.rank = r, .nranks = 2};
+        pref_data_t d;
+        deft_err_t err = {0};
+        CHECK(data_read(&d, &src, 1, &opts, &err) == DEFT_ERR_IO);
+        CHECK_MSG(strstr(err.msg, dir) && strstr(err.msg, "cannot read"), "%s", err.msg);
+    }
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) {
@@ -163,6 +176,7 @@ int main(void)
     }
     test_bom();
     test_gzip_tail();
+    test_folder();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
