@@ -13,6 +13,7 @@ Usage: python3 tools/make_data_fixtures.py   (from the repository root)
 import gzip
 import hashlib
 import json
+import math
 import os
 import zlib
 
@@ -181,6 +182,8 @@ def parse_pro(obj):
             raise Skip("wrong_type")
     if reward is not None and not all(is_number(r) for r in reward):
         raise Skip("wrong_type")
+    if reward is not None and math.isinf(float(max(reward)) - float(min(reward))):
+        raise Skip("wrong_type")  # the loss's reward gaps would be infinite
     subset = meta_subset(obj)
     turns = prefix[0]
     prompt = "".join(turn_text(t, i == len(turns) - 1) for i, t in enumerate(turns))

@@ -3,6 +3,7 @@
  * Each parser checks the whole line before it allocates anything. */
 #include "data/formats.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,6 +277,16 @@ static bool check_pro_shapes(const json_t *prefix, const json_t *suffix, const j
             return skip_set(why, SKIP_WRONG_TYPE, "reward", "element %zu is %s, not a number",
                             k, json_type_name(json_array_get(reward, k)));
     }
+    /* The PRO loss weighs scores by reward gaps r_k - r_j: a gap past the
+     * range of a double (rewards near +-1e308) would make the loss NaN. */
+    double lo = INFINITY, hi = -INFINITY;
+    for (size_t k = 0; reward && k < n; k++) {
+        double r = json_number_value(json_array_get(reward, k));
+        lo = fmin(lo, r), hi = fmax(hi, r);
+    }
+    if (reward && !isfinite(hi - lo))
+        return skip_set(why, SKIP_WRONG_TYPE, "reward", "rewards from %g to %g: their "
+                        "difference is past the range of a double", lo, hi);
     return true;
 }
 

@@ -1,7 +1,8 @@
 /* Regression tests of the data reader on hostile files: a UTF-8 byte order
  * mark at the start (plain and gzip, one and two ranks), which must not cost
  * the first record, and bytes after the end of a gzip stream (appended plain
- * lines, zero padding, more members), which must not vanish in silence. */
+ * lines, zero padding, more members), which must not vanish in silence,
+ * a folder as a data file, and PRO rewards whose gaps overflow. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -155,6 +156,30 @@ static void test_gzip_tail(void)
     sb_free(&big);
 }
 
+/* Rewards whose spread overflows a double would make the PRO loss NaN at
+ * train time; the reader counts such a ranking as wrong_type instead. */
+static void test_reward_range(void)
+{
+    const char text[] =
+        "{\"prefix\": [[\"<|prompter|>q\", \"<|assistant|>\"], [\"<|prompter|>q\", "
+        "\"<|assistant|>\"]], \"suffix\": [\"a\", \"b\"], \"reward\": [1e308, -1e308]}\n"
+        "{\"prefix\": [[\"<|prompter|>q\", \"<|assistant|>\"], [\"<|prompter|>q\", "
+        "\"<|assistant|>\"]], \"suffix\": [\"a\", \"b\"], \"reward\": [1e308, 1e307]}\n";
+    const char *path = write_file("rewards.jsonl", text, sizeof text - 1, false);
+    data_source_t src = {.path = path, .format = "auto"};
+    pref_data_t d;
+    deft_err_t err = {0};
+    CHECK_MSG(data_read(&d, &src, 1, NULL, &err) == DEFT_OK, "%s", err.msg);
+    CHECK(d.n == 1 && d.rec[0].id.line == 2);
+    CHECK(d.stats[0].count[SKIP_WRONG_TYPE] == 1 &&
+          d.stats[0].first_line[SKIP_WRONG_TYPE][0] == 1);
+    data_free(&d);
+    read_opts_t strict = {.rank = 0, .nranks = 1, .strict = true};
+    CHECK(data_read(&d, &src, 1, &strict, &err) == DEFT_ERR_DATA);
+    CHECK_MSG(strstr(err.msg, ":1: reward: wrong_type") && strstr(err.msg, "range of a double"),
+              "%s", err.msg);
+}
+
 /* A folder given as a data file is an I/O error that names it, on any rank. */
 static void test_folder(void)
 {
@@ -177,6 +202,7 @@ int main(void)
     test_bom();
     test_gzip_tail();
     test_folder();
+    test_reward_range();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
