@@ -39,7 +39,8 @@ def main():
             want = np.asarray(f["params"][name], dtype=np.float32)
             got = state[name].numpy()
             if got.shape != want.shape:
-                sys.exit(f"{name}: shape {got.shape} in the export, {want.shape} in the checkpoint")
+                sys.exit(f"{name}: shape {got.shape} in the export, "
+                         f"{want.shape} in the checkpoint")
             worst = max(worst, float(np.abs(got - want).max()))
     print(f"params: {len(names)} tensors, largest difference {worst:g}")
 

@@ -28,7 +28,8 @@ grep -q "step 1" "$tmp/log" || fail "the log names the step"
 grep -q "step-000002.h5 (step 2)" "$tmp/log" || fail "not the newest checkpoint"
 
 ids='{"ids": [1, 403, 89, 312, 1200, 7, 2047, 18]}'
-a=$(echo "$ids" | "$deft" logprobs --model "$tmp/e2" 2> "$tmp/log") || fail "logprobs of the export"
+a=$(echo "$ids" | "$deft" logprobs --model "$tmp/e2" 2> "$tmp/log") \
+  || fail "logprobs of the export"
 b=$(echo "$ids" | "$deft" logprobs --model "$model" 2> "$tmp/log") || fail "logprobs of the model"
 [ -n "$a" ] && [ "$a" != "$b" ] || fail "the export gives the starting model's log-probs"
 

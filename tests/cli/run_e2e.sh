@@ -13,7 +13,8 @@ mpi() { mpirun --oversubscribe -np 2 "$@"; }
 if ldd "$deft" 2>/dev/null | grep -q libasan; then steps=2; else steps=0; fi
 
 # (zcat ends on SIGPIPE once head has its lines)
-{ zcat data/hh-rlhf/harmless-base-test.jsonl.gz || true; } | head -40 | gzip > "$tmp/pairs.jsonl.gz"
+{ zcat data/hh-rlhf/harmless-base-test.jsonl.gz || true; } | head -40 | gzip \
+  > "$tmp/pairs.jsonl.gz"
 cat > "$tmp/run.yaml" <<YAML
 data: [$tmp/pairs.jsonl.gz]
 model: data/models/TinyStories-656K
