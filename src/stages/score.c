@@ -512,7 +512,7 @@ static int score_my_batches(scorer_t *s, comm_t *c, sample_out_t **mine, size_t 
         rc = score_batch_range(s, lo, hi, *mine + done, err);
         done += hi - lo;
         /* rank 0 sees its own share: the global figures are estimated from it */
-        size_t est = (i + 1) * B * (size_t)p;
+        size_t est = done * (size_t)p;
         progress_update(&prog, (int64_t)(est < n ? est : n), s->tokens * p);
     }
     if (!rc)
