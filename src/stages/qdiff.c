@@ -3,6 +3,7 @@
  * OpenMP threads, summed exactly over ranks, written by rank 0 to HDF5. */
 #include "stages/qdiff.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -786,6 +787,27 @@ int qdiff_run(const qdiff_opts_t *o, comm_t *c, deft_err_t *err)
 // ----------------------------------------------------------------------------
 // reading it back
 
+/* A Q_diff is a difference of two frequency distributions: every value in
+ * [-1, 1] and their sum 0 (up to rounding). A file that breaks this is
+ * corrupt or is not a Q_diff, and would turn R_Q and the DEFT term into
+ * NaN or nonsense far from the cause. */
+static int check_values(const char *path, const char *name, const double *q, size_t n,
+                        deft_err_t *err)
+{
+    double sum = 0;
+    for (size_t v = 0; v < n; v++) {
+        if (!(fabs(q[v]) <= 1.0))
+            return deft_fail(err, DEFT_ERR_FORMAT, "%s: %s[%zu] = %g, outside [-1, 1]: the "
+                             "file is corrupt or not a Q_diff from deft qdiff", path, name, v,
+                             q[v]);
+        sum += q[v];
+    }
+    if (fabs(sum) > 1e-6)
+        return deft_fail(err, DEFT_ERR_FORMAT, "%s: %s sums to %g, not 0: the file is corrupt "
+                         "or not a Q_diff from deft qdiff", path, name, sum);
+    return DEFT_OK;
+}
+
 int qdiff_read(const char *path, const char *subset, double **q, int32_t *V,
                deft_err_t *err)
 {
@@ -813,6 +835,8 @@ int qdiff_read(const char *path, const char *subset, double **q, int32_t *V,
     if (!code && vocab != (int64_t)n)
         code = deft_fail(err, DEFT_ERR_FORMAT, "%s: %s has %zu values but vocab_size is %lld",
                          path, p.data, n, (long long)vocab);
+    if (!code)
+        code = check_values(path, p.data, *q, n, err);
     if (code) {
         free(*q);
         *q = NULL;
