@@ -2,6 +2,7 @@
  * table per stage section. Each entry is one line; add a key by adding a
  * line, and `deft config-doc > docs/config.md` documents it. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "config/config.h"
@@ -107,8 +108,10 @@ static const cfg_key_t train_keys[] = {
     KEY("epochs", CFG_INT, "2", AT_LEAST(1), .help = "passes over the training data"),
     KEY("max_steps", CFG_INT, "0", AT_LEAST(0),
         .help = "stop after this many optimizer steps; 0: run every epoch"),
-    KEY("micro_batch", CFG_INT, "2", AT_LEAST(1), .help = "samples per forward pass per rank"),
-    KEY("grad_accum", CFG_INT, "1", AT_LEAST(1),
+    /* int in train_opts_t: a larger value would wrap around */
+    KEY("micro_batch", CFG_INT, "2", .min = 1, .max = INT32_MAX,
+        .help = "samples per forward pass per rank"),
+    KEY("grad_accum", CFG_INT, "1", .min = 1, .max = INT32_MAX,
         .help = "micro-batches per optimizer step"),
     KEY("max_len", CFG_INT, "512", AT_LEAST(2),
         .help = "tokens per sequence (BOS + prompt + response + EOS)"),

@@ -659,7 +659,9 @@ static int evaluate(trainer_t *t, deft_err_t *err)
     loss_stats_t st = {0};
     int64_t tokens = 0;
     int mb = t->o->micro_batch;
-    int64_t idx[mb];
+    /* [min(mb, n_eval)] sample indices: micro_batch may exceed the data, and a
+     * stack array of its size overflowed the stack */
+    int64_t *idx = xmalloc(sizeof *idx * (size_t)(mb < n_eval ? mb : n_eval));
     int rc = DEFT_OK;
     /* sample i goes to dp group i % dp_size; every rank joins the reduction */
     int ns = 0;
@@ -670,6 +672,7 @@ static int evaluate(trainer_t *t, deft_err_t *err)
             ns = 0;
         }
     }
+    free(idx);
     rc = agree(t, rc, err);
     if (rc || (rc = allreduce_stats(t, &st, &tokens, err)))
         return rc;
@@ -936,6 +939,10 @@ static int trainer_setup(trainer_t *t, deft_err_t *err)
 
     for (int i = 0; i < t->model.n_params; i++)
         t->n_weights += param_full_numel(&t->model.params[i]);
+    if ((int64_t)o->micro_batch * o->grad_accum * t->dp_size > INT32_MAX)
+        return deft_fail(err, DEFT_ERR_USAGE, "train: micro_batch %d x grad_accum %d x %d "
+                         "data-parallel groups is past 2^31 samples a step", o->micro_batch,
+                         o->grad_accum, t->dp_size);
     t->global_batch = o->micro_batch * o->grad_accum * t->dp_size;
     int64_t per_epoch = (t->n_train + t->global_batch - 1) / t->global_batch;
     t->total_steps = o->max_steps > 0 ? o->max_steps : per_epoch * o->epochs;
@@ -1012,13 +1019,16 @@ static int train_step(trainer_t *t, loss_stats_t *st, int64_t *tokens, double *g
     memset(st, 0, sizeof *st);
     *tokens = 0;
     llama_zero_grads(&t->model);
-    int64_t idx[t->o->micro_batch];
+    /* [min(micro_batch, n)]: a micro-batch never holds more than the step's n */
+    int64_t *idx = xmalloc(sizeof *idx * (size_t)(t->o->micro_batch < n ? t->o->micro_batch
+                                                                         : n));
     int rc = DEFT_OK;
     for (int a = 0; a < t->o->grad_accum && !rc; a++) {
         int ns = micro_share(t, n, a, idx);
         if (ns)
             rc = run_micro(t, idx, ns, (double)n, true, st, tokens, err);
     }
+    free(idx);
     if ((rc = agree(t, rc, err)) || (rc = allreduce_grads(t, err)) ||
         (rc = allreduce_stats(t, st, tokens, err)))
         return rc;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# deft train with a micro-batch far larger than the data: it used to size a
+# stack array by micro_batch and die of SIGSEGV; now it trains (a micro-batch
+# holds what there is). Sizes past the int range are refused with status 2.
+set -uo pipefail
+deft="${DEFT_BIN:?}"
+cd "${DEFT_SOURCE_DIR:?}"
+tmp=$(mktemp -d /tmp/deft_robust_train.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+(zcat data/hh-rlhf/harmless-base-test.jsonl.gz || true) | head -4 >"$tmp/hh.jsonl"
+args=(--model data/models/TinyStories-656K --data "$tmp/hh.jsonl" --method sft --max-len 32
+      --max-prompt-len 16 --max-steps 1 --log-every 1)
+
+for np in 1 2; do
+    timeout 60 mpirun --oversubscribe -np "$np" "$deft" train "${args[@]}" \
+        --micro-batch 100000000 --eval-fraction 0.5 --run-dir "$tmp/mb$np" >"$tmp/log" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] || { tail -5 "$tmp/log"; bad "np=$np: huge micro_batch: exit $rc"; }
+    grep -q "step 1/1" "$tmp/log" || bad "np=$np: huge micro_batch: no step line"
+done
+timeout 60 "$deft" train "${args[@]}" --micro-batch 5000000000 --run-dir "$tmp/x" \
+    >"$tmp/log" 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -q "micro-batch.*2147483647" "$tmp/log" ||
+    { cat "$tmp/log"; bad "micro_batch past int: exit $rc"; }
+timeout 60 "$deft" train "${args[@]}" --micro-batch 2000000000 --grad-accum 2 \
+    --run-dir "$tmp/y" >"$tmp/log" 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -q "past 2^31 samples a step" "$tmp/log" ||
+    { cat "$tmp/log"; bad "micro_batch x grad_accum past int: exit $rc"; }
+echo "huge micro-batches handled"
+exit $fail
