@@ -246,7 +246,10 @@ static int trainer_load_data(trainer_t *t, const tokenizer_t *tok, deft_err_t *e
     return DEFT_OK;
 }
 
-static int trainer_load_qdiff(trainer_t *t, deft_err_t *err)
+/* tok_ids: ids of the tokenizer the data is tokenized with. Q_diff has one
+ * value per id of the tokenizer it was counted with, so another count means
+ * another tokenizer, whose token weights would land on the wrong ids. */
+static int trainer_load_qdiff(trainer_t *t, int32_t tok_ids, deft_err_t *err)
 {
     const train_opts_t *o = t->o;
     t->qdiff_hex[0] = '\0';
@@ -267,6 +270,13 @@ static int trainer_load_qdiff(trainer_t *t, deft_err_t *err)
         free(q);
         return deft_fail(err, DEFT_ERR_DATA, "%s: Q_diff has %d entries but the model's "
                          "vocabulary has %lld", o->qdiff_path, V, (long long)Vm);
+    }
+    if (V != tok_ids) {
+        free(q);
+        return deft_fail(err, DEFT_ERR_DATA, "%s: Q_diff has %d entries but the tokenizer "
+                         "%s has %d ids: it was counted with another tokenizer (run deft "
+                         "qdiff with this model's tokenizer)", o->qdiff_path, V,
+                         o->tok_path ? o->tok_path : o->model_dir, tok_ids);
     }
     sha256_buf_hex(q, sizeof(double) * (size_t)V, t->qdiff_hex);
     /* ids the tokenizer never produces carry no weight: zero keeps sum(Q_diff) = 0 */
@@ -931,9 +941,10 @@ static int trainer_setup(trainer_t *t, deft_err_t *err)
         mo->seq.eos = so.eos;
         rc = trainer_load_data(t, tok, err);
     }
+    int32_t tok_ids = tok ? tok_vocab_size(tok) : 0;
     tok_free(tok);
     if (!rc)
-        rc = trainer_load_qdiff(t, err);
+        rc = trainer_load_qdiff(t, tok_ids, err);
     if ((rc = agree(t, rc, err)))
         return rc;
 
