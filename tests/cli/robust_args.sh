@@ -28,4 +28,14 @@ for np in 1 2; do
     expect_usage "$np" "'3': unexpected argument" train --max-steps 2 3
 done
 echo "stray arguments refused"
+
+# The command line itself: a typing slip gets a suggestion, --version works,
+# --help lists the pipeline in order, and a message says its command once.
+"$deft" trian >"$tmp/log" 2>&1 && bad "deft trian succeeded"
+grep -qF "did you mean train?" "$tmp/log" || { cat "$tmp/log"; bad "no suggestion for trian"; }
+[ "$("$deft" --version)" = "$("$deft" version)" ] || bad "deft --version differs from version"
+order=$("$deft" --help | awk '/^  [a-z]/ {printf "%s ", $1}')
+[ "$order" = "run qdiff score select train export plot tokenize logprobs generate init \
+config-doc version " ] || bad "deft --help order: $order"
+echo "command line checked"
 exit $fail
