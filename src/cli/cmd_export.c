@@ -48,7 +48,7 @@ int cmd_export(int argc, char **argv)
     cfg_t *cfg = NULL;
     int rc = comm_init(&argc, &argv, &err);
     if (rc) {
-        fprintf(stderr, "deft export: %s\n", err.msg);
+        fprintf(stderr, "deft export: %s\n", cli_message("export", err.msg));
         return deft_exit_status(rc);
     }
     comm_t *comm = comm_world();
@@ -61,7 +61,7 @@ int cmd_export(int argc, char **argv)
     if (rc != DEFT_HELP && comm_agree(comm, rc, &agreed, &first, &merr) == DEFT_OK)
         rc = agreed;
     if (rc && rc != DEFT_HELP && comm_rank(comm) == 0)
-        log_error("deft export: %s", err.msg);
+        log_error("deft export: %s", cli_message("export", err.msg));
     cfg_free(cfg);
     comm_finalize();
     return deft_exit_status(rc);

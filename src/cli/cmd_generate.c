@@ -125,7 +125,7 @@ int cmd_generate(int argc, char **argv)
     if (rc == DEFT_OK)
         rc = run_generate(cfg, &err);
     if (rc && rc != DEFT_HELP)
-        log_error("deft generate: %s", err.msg);
+        log_error("deft generate: %s", cli_message("generate", err.msg));
     cfg_free(cfg);
     return deft_exit_status(rc);
 }

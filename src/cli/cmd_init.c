@@ -196,7 +196,7 @@ int cmd_init(int argc, char **argv)
     if (rc == DEFT_OK)
         rc = init_model(cfg, &err);
     if (rc && rc != DEFT_HELP)
-        log_error("deft init: %s", err.msg);
+        log_error("deft init: %s", cli_message("init", err.msg));
     cfg_free(cfg);
     return deft_exit_status(rc);
 }

@@ -146,7 +146,7 @@ int cmd_logprobs(int argc, char **argv)
     if (rc == DEFT_OK)
         rc = run_logprobs(cfg, &err);
     if (rc && rc != DEFT_HELP)
-        log_error("deft logprobs: %s", err.msg);
+        log_error("deft logprobs: %s", cli_message("logprobs", err.msg));
     cfg_free(cfg);
     return deft_exit_status(rc);
 }

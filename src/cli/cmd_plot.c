@@ -54,7 +54,7 @@ int cmd_plot(int argc, char **argv)
     if (rc == DEFT_OK)
         rc = plot_with_config(cfg, &err);
     if (rc && rc != DEFT_HELP)
-        log_error("deft plot: %s", err.msg);
+        log_error("deft plot: %s", cli_message("plot", err.msg));
     cfg_free(cfg);
     return deft_exit_status(rc);
 }

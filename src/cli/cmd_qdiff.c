@@ -1,7 +1,7 @@
 /* deft qdiff: count tokens of preferred and rejected responses and write
  * Q_diff (DEFT, Eq. 3) to HDF5, under mpirun with any number of ranks.
  * Reads the `qdiff` section of the config and the shared keys data,
- * tokenizer, strict and keep_file_order. */
+ * tokenizer (else the model folder's), strict and keep_file_order. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -22,7 +22,8 @@ static int load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok,
 {
     int rc = path ? tok_load(tok, path, err)
                   : deft_fail(err, DEFT_ERR_USAGE, "qdiff: no tokenizer: give --tokenizer "
-                              "PATH (a model folder, tokenizer.json or tokenizer.model)");
+                              "PATH (a model folder, tokenizer.json or tokenizer.model) or "
+                              "--model DIR");
     int agreed = 0, first = -1;
     deft_err_t merr;
     if (comm_agree(comm, rc, &agreed, &first, &merr)) {
@@ -45,7 +46,9 @@ int qdiff_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
         return deft_fail(err, DEFT_ERR_USAGE, "qdiff: no data files: give --data FILE... "
                          "or `data:` in the config");
     tokenizer_t *tok = NULL;
-    const char *tok_path = cfg_str(cfg, "tokenizer");
+    /* the model folder holds its tokenizer unless one is named */
+    const char *tok_path = cfg_str(cfg, "tokenizer") ? cfg_str(cfg, "tokenizer")
+                                                     : cfg_str(cfg, "model");
     int rc = load_tokenizer(comm, tok_path, &tok, err);
     if (rc)
         return rc;
@@ -79,7 +82,7 @@ int cmd_qdiff(int argc, char **argv)
     cfg_t *cfg = NULL;
     int rc = comm_init(&argc, &argv, &err);
     if (rc) {
-        fprintf(stderr, "deft qdiff: %s\n", err.msg);
+        fprintf(stderr, "deft qdiff: %s\n", cli_message("qdiff", err.msg));
         return deft_exit_status(rc);
     }
     comm_t *comm = comm_world();
@@ -92,10 +95,10 @@ int cmd_qdiff(int argc, char **argv)
     }
     /* A failed collective may leave other ranks waiting: end them all. */
     if (rc == DEFT_ERR_MPI)
-        comm_abort(comm, deft_exit_status(rc), "deft qdiff: %s", err.msg);
+        comm_abort(comm, deft_exit_status(rc), "deft qdiff: %s", cli_message("qdiff", err.msg));
     /* Ranks that only learnt of another rank's failure carry an empty message. */
     if (rc && rc != DEFT_HELP && err.msg[0] && (rc != DEFT_ERR_USAGE || comm_rank(comm) == 0))
-        log_error("deft qdiff: %s", err.msg);
+        log_error("deft qdiff: %s", cli_message("qdiff", err.msg));
     cfg_free(cfg);
     comm_finalize();
     return deft_exit_status(rc);

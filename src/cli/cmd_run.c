@@ -513,7 +513,7 @@ int cmd_run(int argc, char **argv)
     cfg_t *cfg = NULL;
     int rc = comm_init(&argc, &argv, &err);
     if (rc) {
-        fprintf(stderr, "deft run: %s\n", err.msg);
+        fprintf(stderr, "deft run: %s\n", cli_message("run", err.msg));
         return deft_exit_status(rc);
     }
     comm_t *comm = comm_world();
@@ -537,11 +537,11 @@ int cmd_run(int argc, char **argv)
         rc = run_with_config(comm, cfg, cfg_file(cfg), &err);
     }
     if (rc == DEFT_ERR_MPI)
-        comm_abort(comm, deft_exit_status(rc), "deft run: %s", err.msg);
+        comm_abort(comm, deft_exit_status(rc), "deft run: %s", cli_message("run", err.msg));
     if (rc && rc != DEFT_HELP && err.msg[0] && comm_rank(comm) == 0)
-        log_error("deft run: %s", err.msg);
+        log_error("deft run: %s", cli_message("run", err.msg));
     else if (rc && rc != DEFT_HELP && err.msg[0] && rc != DEFT_ERR_USAGE)
-        log_error("deft run: %s", err.msg);
+        log_error("deft run: %s", cli_message("run", err.msg));
     free(args);
     cfg_free(cfg);
     comm_finalize();

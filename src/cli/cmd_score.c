@@ -97,7 +97,7 @@ int cmd_score(int argc, char **argv)
     cfg_t *cfg = NULL;
     int rc = comm_init(&argc, &argv, &err);
     if (rc) {
-        fprintf(stderr, "deft score: %s\n", err.msg);
+        fprintf(stderr, "deft score: %s\n", cli_message("score", err.msg));
         return deft_exit_status(rc);
     }
     comm_t *comm = comm_world();
@@ -110,10 +110,10 @@ int cmd_score(int argc, char **argv)
     }
     /* A failed collective may leave other ranks waiting: end them all. */
     if (rc == DEFT_ERR_MPI)
-        comm_abort(comm, deft_exit_status(rc), "deft score: %s", err.msg);
+        comm_abort(comm, deft_exit_status(rc), "deft score: %s", cli_message("score", err.msg));
     /* Ranks that only learnt of another rank's failure carry an empty message. */
     if (rc && rc != DEFT_HELP && err.msg[0] && (rc != DEFT_ERR_USAGE || comm_rank(comm) == 0))
-        log_error("deft score: %s", err.msg);
+        log_error("deft score: %s", cli_message("score", err.msg));
     cfg_free(cfg);
     comm_finalize();
     return deft_exit_status(rc);

@@ -1,6 +1,6 @@
 /* deft tokenize: JSONL {"text": ...} on stdin -> {"ids": [...]} on stdout,
- * one output line per input line, in order. Reads the shared `tokenizer`
- * key and the `tokenize` section (special, bos, eos). */
+ * one output line per input line, in order. Reads the shared `tokenizer` (else the `model`
+ * folder) and the `tokenize` section (special, bos, eos). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,12 +113,15 @@ int cmd_tokenize(int argc, char **argv)
     if (!rc && cfg_npositional(cfg) > 0)
         rc = deft_fail(&err, DEFT_ERR_USAGE, "unexpected argument '%s': the texts come on "
                        "stdin as JSONL {\"text\": ...}", cfg_positional(cfg, 0));
-    if (!rc && !cfg_str(cfg, "tokenizer"))
+    /* the model folder holds its tokenizer unless one is named */
+    const char *tok_path = rc ? NULL : cfg_str(cfg, "tokenizer") ? cfg_str(cfg, "tokenizer")
+                                                                 : cfg_str(cfg, "model");
+    if (!rc && !tok_path)
         rc = deft_fail(&err, DEFT_ERR_USAGE,
                        "no tokenizer: give --tokenizer PATH (a model folder, tokenizer.json "
-                       "or tokenizer.model) or `tokenizer:` in the config");
+                       "or tokenizer.model), --model DIR or `tokenizer:` in the config");
     if (!rc)
-        rc = tok_load(&tok, cfg_str(cfg, "tokenizer"), &err);
+        rc = tok_load(&tok, tok_path, &err);
     if (!rc) {
         unsigned flags = (cfg_bool(cfg, "special") ? TOK_SPECIAL : 0) |
                          (cfg_bool(cfg, "bos") ? TOK_BOS : 0) |
@@ -126,7 +129,7 @@ int cmd_tokenize(int argc, char **argv)
         rc = tokenize_stream(tok, flags, stdin, stdout, &err);
     }
     if (rc)
-        fprintf(stderr, "deft tokenize: %s\n", err.msg);
+        fprintf(stderr, "deft tokenize: %s\n", cli_message("tokenize", err.msg));
     tok_free(tok);
     cfg_free(cfg);
     return deft_exit_status(rc);

@@ -104,7 +104,7 @@ int cmd_train(int argc, char **argv)
     cfg_t *cfg = NULL;
     int rc = comm_init(&argc, &argv, &err);
     if (rc) {
-        fprintf(stderr, "deft train: %s\n", err.msg);
+        fprintf(stderr, "deft train: %s\n", cli_message("train", err.msg));
         return deft_exit_status(rc);
     }
     comm_t *comm = comm_world();
@@ -116,10 +116,10 @@ int cmd_train(int argc, char **argv)
         rc = train_with_config(comm, cfg, &stopped, &err);
     }
     if (rc == DEFT_ERR_MPI)
-        comm_abort(comm, deft_exit_status(rc), "deft train: %s", err.msg);
+        comm_abort(comm, deft_exit_status(rc), "deft train: %s", cli_message("train", err.msg));
     /* ranks that only learnt of another rank's failure carry an empty message */
     if (rc && rc != DEFT_HELP && err.msg[0] && (rc != DEFT_ERR_USAGE || comm_rank(comm) == 0))
-        log_error("deft train: %s", err.msg);
+        log_error("deft train: %s", cli_message("train", err.msg));
     cfg_free(cfg);
     comm_finalize();
     /* a stop signal that was honoured (checkpoint written) is a clean exit */

@@ -14,6 +14,9 @@ typedef struct {
     const char *summary;
 } command_t;
 
+/* msg without a leading "CMD: ", which the caller's "deft CMD: " already says. */
+const char *cli_message(const char *cmd, const char *msg);
+
 int cmd_version(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);

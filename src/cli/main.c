@@ -34,6 +34,12 @@ static void usage(FILE *f)
     fprintf(f, "\n`deft COMMAND --help` lists every key of a command with its default.\n");
 }
 
+const char *cli_message(const char *cmd, const char *msg)
+{
+    size_t n = strlen(cmd);
+    return !strncmp(msg, cmd, n) && msg[n] == ':' && msg[n + 1] == ' ' ? msg + n + 2 : msg;
+}
+
 /* Edits (insert, delete, substitute, swap of neighbours) from a to b, to
  * suggest a command for a typing slip. */
 static int edit_distance(const char *a, const char *b)

@@ -37,5 +37,18 @@ grep -qF "did you mean train?" "$tmp/log" || { cat "$tmp/log"; bad "no suggestio
 order=$("$deft" --help | awk '/^  [a-z]/ {printf "%s ", $1}')
 [ "$order" = "run qdiff score select train export plot tokenize logprobs generate init \
 config-doc version " ] || bad "deft --help order: $order"
+"$deft" run --stages nope >"$tmp/log" 2>&1
+grep -q "deft run: run:" "$tmp/log" && { cat "$tmp/log"; bad "doubled prefix"; }
+# qdiff and tokenize take the tokenizer from --model when --tokenizer is not given
+{ zcat "${DEFT_SOURCE_DIR:-.}/data/hh-rlhf/harmless-base-test.jsonl.gz" || true; } | head -4 \
+    >"$tmp/pairs.jsonl"
+model="${DEFT_SOURCE_DIR:-.}/data/models/TinyStories-656K"
+"$deft" qdiff --model "$model" --data "$tmp/pairs.jsonl" --out "$tmp/q.h5" >"$tmp/log" 2>&1 \
+    || { cat "$tmp/log"; bad "qdiff --model without --tokenizer"; }
+[ "$(echo '{"text": "hi"}' | "$deft" tokenize --model "$model")" = '{"ids": [141, 61]}' ] \
+    || bad "tokenize --model without --tokenizer"
+"$deft" qdiff --data "$tmp/pairs.jsonl" --out "$tmp/q.h5" >"$tmp/log" 2>&1
+grep -q "deft qdiff: qdiff:" "$tmp/log" && { cat "$tmp/log"; bad "doubled prefix"; }
+grep -qF "deft qdiff: no tokenizer" "$tmp/log" || { cat "$tmp/log"; bad "qdiff without tokenizer"; }
 echo "command line checked"
 exit $fail
