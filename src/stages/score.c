@@ -316,15 +316,22 @@ static void head_vectors_free(head_vectors_t *hv)
     memset(hv, 0, sizeof *hv);
 }
 
-/* u (d,) of one Q_diff of V_q values, checked against the model. */
-static int head_vector(const llama_model_t *m, const char *path, const char *subset,
-                       double **u, double **q_out, deft_err_t *err)
+/* u (d,) of one Q_diff of V_q values, checked against the tokenizer (V_q must
+ * be its id count: a Q_diff of another tokenizer weights the wrong ids) and
+ * the model. */
+static int head_vector(const llama_model_t *m, int32_t tok_ids, const char *path,
+                       const char *subset, double **u, double **q_out, deft_err_t *err)
 {
     double *q;
     int32_t V;
     int rc = qdiff_read(path, subset, &q, &V, err);
     if (rc)
         return rc;
+    if (V != tok_ids) {
+        free(q);
+        return deft_fail(err, DEFT_ERR_DATA, "%s: Q_diff has %d entries but the tokenizer has "
+                         "%d ids: was it made with this model's tokenizer?", path, V, tok_ids);
+    }
     if (V > m->cfg.vocab_size) {
         free(q);
         return deft_fail(err, DEFT_ERR_USAGE, "%s: Q_diff has %d entries, more than the "
@@ -346,13 +353,13 @@ static int head_vector(const llama_model_t *m, const char *path, const char *sub
     return DEFT_OK;
 }
 
-static int head_vectors_make(const llama_model_t *m, const char *path,
+static int head_vectors_make(const llama_model_t *m, int32_t tok_ids, const char *path,
                              const pref_data_t *d, head_vectors_t *hv, deft_err_t *err)
 {
     memset(hv, 0, sizeof *hv);
     hv->nsubsets = d->nsubsets;
     hv->sub = xcalloc((size_t)d->nsubsets + 1, sizeof *hv->sub);
-    int rc = head_vector(m, path, NULL, &hv->global, &hv->q_global, err);
+    int rc = head_vector(m, tok_ids, path, NULL, &hv->global, &hv->q_global, err);
     if (rc)
         return rc;
     h5_file_t *f;
@@ -366,7 +373,7 @@ static int head_vectors_make(const llama_model_t *m, const char *path,
         sb_free(&p);
         hv->sub[s] = hv->global;
         if (have)
-            rc = head_vector(m, path, d->subsets[s], &hv->sub[s], NULL, err);
+            rc = head_vector(m, tok_ids, path, d->subsets[s], &hv->sub[s], NULL, err);
         else if (hv->per_subset)
             log_warn("%s has no Q_diff of subset %s: its samples are scored with the "
                      "global Q_diff", path, d->subsets[s]);
@@ -799,7 +806,7 @@ static int score_prepare(const score_opts_t *o, comm_t *c, pref_data_t *d, llama
     sb_free(&rep);
     if ((rc = load_models(o, c, m, ifd, err)))
         return rc;
-    return agree(c, head_vectors_make(m, o->qdiff, d, hv, err), err);
+    return agree(c, head_vectors_make(m, tok_vocab_size(o->tok), o->qdiff, d, hv, err), err);
 }
 
 int score_run(const score_opts_t *o, comm_t *c, deft_err_t *err)

@@ -38,6 +38,11 @@ static int read_file(const char *path, char **out, size_t *len, deft_err_t *err)
 }
 
 /* Grow the per-id arrays to hold ids [0, n). */
+/* The largest id a tokenizer file may name. Real vocabularies have at most a
+ * few hundred thousand ids; a bound keeps a corrupt file from asking for
+ * gigabytes of per-id arrays (or overflowing their growth). */
+#define TOK_MAX_IDS (1 << 24)
+
 static void reserve_ids(tokenizer_t *tok, int32_t n)
 {
     if (n <= tok->n_ids)
@@ -155,13 +160,16 @@ int tok_load_tiktoken(tokenizer_t *tok, const char *path, deft_err_t *err)
         size_t n;
         char *rend;
         long rank = sp ? strtol(sp + 1, &rend, 10) : -1;
-        if (!sp || (size_t)(sp - p) > 4 * sizeof tmp / 3 || rank < 0 || rank >= INT32_MAX ||
+        if (!sp || (size_t)(sp - p) > 4 * sizeof tmp / 3 || rank < 0 || rank >= TOK_MAX_IDS ||
             (rend != eol && !(rend + 1 == eol && *rend == '\r')) ||
             base64_decode(p, (size_t)(sp - p), tmp, &n) || n == 0) {
+            /* the message quotes the line, so it is made before the text is freed */
+            deft_fail(err, DEFT_ERR_FORMAT,
+                      "%s:%zu: expected 'base64(token bytes) rank' with a rank below %d, "
+                      "got '%.*s'", path, line, TOK_MAX_IDS,
+                      (int)(eol - p > 80 ? 80 : eol - p), p);
             free(text);
-            return deft_fail(err, DEFT_ERR_FORMAT,
-                             "%s:%zu: expected 'base64(token bytes) rank', got '%.*s'", path,
-                             line, (int)(eol - p > 80 ? 80 : eol - p), p);
+            return DEFT_ERR_FORMAT;
         }
         reserve_ids(tok, (int32_t)rank + 1);
         if (tok->piece_len[rank]) {
@@ -429,7 +437,7 @@ static int load_vocab(tokenizer_t *tok, json_t *vocab, const char *path, deft_er
     int32_t n_model = 0;
     json_object_foreach(vocab, key, v) {
         json_int_t id = json_integer_value(v);
-        if (!json_is_integer(v) || id < 0 || id >= INT32_MAX)
+        if (!json_is_integer(v) || id < 0 || id >= TOK_MAX_IDS)
             return deft_fail(err, DEFT_ERR_FORMAT, "%s: field model.vocab[\"%s\"]: bad id", path,
                              key);
         if (id >= n_model)
@@ -546,7 +554,7 @@ static int load_added(tokenizer_t *tok, json_t *added, const char *path, deft_er
         const char *content = jstr(t, "content");
         json_t *jid = json_object_get(t, "id");
         if (!content || !json_is_integer(jid) || json_integer_value(jid) < 0 ||
-            json_integer_value(jid) >= INT32_MAX)
+            json_integer_value(jid) >= TOK_MAX_IDS)
             return deft_fail(err, DEFT_ERR_FORMAT,
                              "%s: field added_tokens[%zu]: needs \"id\" and \"content\"", path,
                              i);
@@ -701,7 +709,7 @@ static int config_added(tokenizer_t *tok, json_t *dec, const char *path, deft_er
         char *end;
         long id = strtol(key, &end, 10);
         const char *content = jstr(t, "content");
-        if (*end || id < 0 || id >= INT32_MAX || !content)
+        if (*end || id < 0 || id >= TOK_MAX_IDS || !content)
             return deft_fail(err, DEFT_ERR_FORMAT,
                              "%s: field added_tokens_decoder[\"%s\"]: needs a numeric id and "
                              "\"content\"", path, key);
