@@ -40,7 +40,7 @@ static const cfg_key_t shared_keys[] = {
     KEY("keep_file_order", CFG_BOOL, "false",
         .help = "rank responses of scored (PRO) data in file order, not by reward"),
     KEY("log_every", CFG_INT, "10", AT_LEAST(1),
-        .help = "steps between two log lines (and metrics.jsonl records)"),
+        .help = "steps between two step lines in the log (metrics.jsonl has every step)"),
     KEY("tp", CFG_INT, "1", AT_LEAST(1),
         .help = "tensor-parallel size (ranks per model replica); divides the vocabulary, "
                 "head counts and MLP width"),
