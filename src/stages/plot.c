@@ -205,9 +205,11 @@ static void panel_script(const plot_metrics_t *m, const plot_panel_t *p, const c
                          strbuf_t *g)
 {
     sb_printf(g, "set terminal pngcairo size 960,540 enhanced font \",11\"\n"
-                 "set output \"%s\"\nset title \"%s\"\nset xlabel \"optimizer step\"\n"
-                 "set ylabel \"%s\"\nset grid\nset key outside right top\n",
-              png, p->title, p->ylabel);
+                 "set output \"%s\"\nset title \"", png);
+    sb_label(g, p->title);
+    sb_puts(g, "\"\nset xlabel \"optimizer step\"\nset ylabel \"");
+    sb_label(g, p->ylabel);
+    sb_puts(g, "\"\nset grid\nset key outside right top\n");
     for (int i = 0; i < m->n; i++) {
         const plot_series_t *s = &m->s[i];
         if (!p->takes(s->key) || s->n == 0)

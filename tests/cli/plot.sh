@@ -22,6 +22,18 @@ done
 [ ! -e "$tmp/plots/rewards.png" ] || fail "rewards.png drawn without reward metrics"
 grep -q "11 records" "$tmp/log" || fail "record count not reported"
 
+# gnuplot's enhanced text subscripts after "_": titles and labels escape it
+# (R_Q, pi_ref). A gnuplot on PATH that keeps the scripts it is given:
+mkdir "$tmp/bin"
+printf '#!/bin/sh\ntee -a "%s" | "%s"\n' "$tmp/scripts.gp" "$(command -v gnuplot)" \
+  > "$tmp/bin/gnuplot"
+chmod +x "$tmp/bin/gnuplot"
+PATH="$tmp/bin:$PATH" "$deft" plot "$tmp" 2> "$tmp/log" || { cat "$tmp/log"; fail "plot"; }
+grep -q '^set title ".*R\\\\_Q' "$tmp/scripts.gp" || fail "no escaped R_Q title"
+if grep -E '^set (title|ylabel) ' "$tmp/scripts.gp" | grep -q '[^\\]_'; then
+  fail "an unescaped _ in a title or label: $(grep -E '^set (title|ylabel)' "$tmp/scripts.gp")"
+fi
+
 set +e
 PATH=/nonexistent "$deft" plot "$tmp" 2> "$tmp/log"; rc=$?
 set -e
