@@ -152,7 +152,10 @@ int comm_allreduce_sum_f64(comm_t *c, double *buf, size_t n, deft_err_t *err)
     /* Per chunk: gather every rank's slice to rank 0, add them in rank order,
      * broadcast the result. MPI_SUM on doubles may associate in any order. */
     size_t step = chunk_elems(sizeof *buf * (size_t)c->size);
-    double *all = c->rank == 0 ? xmalloc(sizeof(double) * step * (size_t)c->size) : NULL;
+    /* staging as large as one chunk of this call, not of the largest call */
+    size_t most = n < step ? n : step;
+    double *all = c->rank == 0 ? xmalloc(sizeof(double) * (most ? most : 1) * (size_t)c->size)
+                               : NULL;
     int code = DEFT_OK;
     for (size_t i = 0; i < n && code == DEFT_OK; i += step) {
         size_t m = n - i < step ? n - i : step;
@@ -255,10 +258,11 @@ int comm_allreduce_sum_f32(comm_t *c, float *buf, size_t n, deft_err_t *err)
     /* Per chunk of m floats: block b = [m*b/p, m*(b+1)/p) is summed by rank b
      * from everyone's copy of it, in rank order, then every block goes to all. */
     size_t step = chunk_elems(sizeof *buf * (size_t)p);
+    size_t most = n < step ? n : step;   /* the largest chunk of this call */
     int *cnt = xmalloc(sizeof(int) * (size_t)p), *dsp = xmalloc(sizeof(int) * (size_t)p);
     int *rcnt = xmalloc(sizeof(int) * (size_t)p), *rdsp = xmalloc(sizeof(int) * (size_t)p);
-    float *in = xmalloc(sizeof(float) * (step / (size_t)p + 1) * (size_t)p);
-    float *mine = xmalloc(sizeof(float) * (step / (size_t)p + 1));
+    float *in = xmalloc(sizeof(float) * (most / (size_t)p + 1) * (size_t)p);   /* [p, block] */
+    float *mine = xmalloc(sizeof(float) * (most / (size_t)p + 1));            /* [block] */
     int code = DEFT_OK;
     for (size_t i = 0; i < n && code == DEFT_OK; i += step) {
         size_t m = n - i < step ? n - i : step;

@@ -86,6 +86,7 @@ int llama_tp_logsoftmax_gather(const llama_model_t *m, const float *logits,
     float *mx = xmalloc(sizeof(float) * (N ? N : 1));    /* [N] row max over all shards */
     float *zt = xmalloc(sizeof(float) * (N ? N : 1));    /* [N] target logit, from its owner */
     double *se = xmalloc(sizeof(double) * (N ? N : 1));  /* [N] sum of exp(z - max) */
+    #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *z = logits + n * V;
         float best = -INFINITY;
@@ -98,7 +99,8 @@ int llama_tp_logsoftmax_gather(const llama_model_t *m, const float *logits,
     int rc = DEFT_OK;
     if (m->tp_size > 1)
         rc = comm_allreduce_max_f32(m->tp, mx, (size_t)N, err);
-    for (int64_t n = 0; n < N && !rc; n++) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
         const float *z = logits + n * V;
         double sum = 0.0;   /* double, as the backend's op keeps it, for V = 128,256 */
         for (int64_t v = 0; v < V; v++)
