@@ -32,6 +32,7 @@ typedef struct {
     bool redo;            /* --force, or an earlier stage was redone */
     bool stop;            /* training stopped on a signal: no later stage */
     strbuf_t ran, skipped;
+    strbuf_t behind;      /* stages left out by `stages` that are out of date */
 } run_ctx_t;
 
 /* One stage as the run sees it. */
@@ -278,7 +279,8 @@ static int run_step(run_ctx_t *r, const step_t *s, deft_err_t *err)
     if (me == 0 && !r->redo)
         rc = run_stage_current(r->dir, &io, &current, why, sizeof why, err);
     if (me == 0 && r->redo)
-        snprintf(why, sizeof why, "%s", r->ran.len ? "an earlier stage was redone" : "--force");
+        snprintf(why, sizeof why, "%s", !run_stage_recorded(r->dir, s->name) ? "not done yet"
+                 : r->ran.len ? "an earlier stage was redone" : "--force");
     int arc = run_agree(r->comm, &current, &rc, err);
     if (arc || rc || current) {
         if (!arc && !rc && current) {
@@ -324,15 +326,75 @@ static int run_step(run_ctx_t *r, const step_t *s, deft_err_t *err)
 // ----------------------------------------------------------------------------
 // the run
 
+/* Stages of the whole pipeline: all but sft, sft too with sft_first. */
+static bool in_pipeline(const cfg_t *cfg, const char *stage)
+{
+    return strcmp(stage, "sft") || cfg_bool(cfg, "sft_first");
+}
+
 static bool wanted(const cfg_t *cfg, const char *stage)
 {
     int n = cfg_list_len(cfg, "stages");
     if (!cfg_is_set(cfg, "stages") || n == 0)
-        return strcmp(stage, "sft") || cfg_bool(cfg, "sft_first");
+        return in_pipeline(cfg, stage);
     for (int i = 0; i < n; i++)
         if (!strcmp(cfg_list_at(cfg, "stages", i), stage))
             return true;
     return false;
+}
+
+static bool listed(const strbuf_t *list, const char *stage)
+{
+    char pad[64];
+    snprintf(pad, sizeof pad, " %s ", stage);
+    strbuf_t sb = {0};
+    sb_printf(&sb, " %s ", list->data ? list->data : "");
+    bool found = strstr(sb.data, pad) != NULL;
+    sb_free(&sb);
+    return found;
+}
+
+/* A pipeline stage that `stages` leaves out: whether its outputs still
+ * match their inputs, for the summary. Once a stage ran or is out of date,
+ * every later one is out of date too (it would be redone). Rank 0. */
+static void note_left_out(run_ctx_t *r, const step_t *s)
+{
+    if (comm_rank(r->comm) != 0 || !in_pipeline(r->cfg, s->name))
+        return;
+    bool current = false;
+    char why[512];
+    snprintf(why, sizeof why, "%s", r->redo ? "an earlier stage was redone"
+                                            : "an earlier stage is out of date");
+    if (!r->redo && !r->behind.len) {
+        cfg_t *cfg = NULL;
+        run_stage_io_t io = {.stage = s->name};
+        deft_err_t ignored;
+        if (parse_section(r, s, &cfg, &ignored) == DEFT_OK) {
+            strbuf_t text = {0};
+            cfg_dump(cfg, &text);
+            io.config_text = text.data;
+            add_inputs(s, cfg, &io);
+            if (run_stage_current(r->dir, &io, &current, why, sizeof why, &ignored))
+                current = false;
+        }
+        run_io_free(&io);
+        cfg_free(cfg);
+    }
+    strbuf_t *list = current ? &r->skipped : &r->behind;
+    sb_printf(list, "%s%s", list->len ? " " : "", s->name);
+    if (current)
+        log_info("== %s: not in `stages`, unchanged since its last run", s->name);
+    else
+        log_info("== %s: not in `stages`, out of date (%s)", s->name, why);
+}
+
+/* The stage if `stages` wants it, else a note of whether it is behind. */
+static int take_step(run_ctx_t *r, const step_t *s, deft_err_t *err)
+{
+    if (wanted(r->cfg, s->name))
+        return run_step(r, s, err);
+    note_left_out(r, s);
+    return DEFT_OK;
 }
 
 static int check_stages(const cfg_t *cfg, deft_err_t *err)
@@ -348,6 +410,21 @@ static int check_stages(const cfg_t *cfg, deft_err_t *err)
     return DEFT_OK;
 }
 
+/* Every data file opens for reading, before the first stage: a typo in the
+ * config fails in a second, not after the stages before its first reader. */
+static int check_data(const cfg_t *cfg, deft_err_t *err)
+{
+    for (int i = 0; i < cfg_data_len(cfg); i++) {
+        const char *path = cfg_data_at(cfg, i)->path;
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return deft_fail(err, DEFT_ERR_IO, "%s: cannot open: %s (data, set at %s)", path,
+                             strerror(errno), cfg_origin(cfg, "data"));
+        fclose(f);
+    }
+    return DEFT_OK;
+}
+
 static int run_steps(run_ctx_t *r, deft_err_t *err)
 {
     const char *d = r->dir;
@@ -357,61 +434,70 @@ static int run_steps(run_ctx_t *r, deft_err_t *err)
     char *rep = path_in(d, "selected.report.json");
     const char *tok = tokenizer_of(r);
     int rc = DEFT_OK;
-    if (wanted(r->cfg, "sft")) {
+    {
         step_t s = {"sft", "train", {"--method", "sft", "--omega", "0", "--run-dir", sft,
                                      "--model", r->start, "--resume", "auto", NULL},
                     {r->start, tok, NULL}, .reads_data = true, .before = before_sft,
                     .exec = exec_train, .after = after_sft};
-        rc = run_step(r, &s, err);
+        rc = take_step(r, &s, err);
     }
     if (cfg_bool(r->cfg, "sft_first")) {
         free(r->start);
         r->start = xstrdup(sft_model);
     }
-    if (!rc && !r->stop && wanted(r->cfg, "qdiff")) {
+    if (!rc && !r->stop) {
         step_t s = {"qdiff", "qdiff", {"--out", qd, "--tokenizer", tok, NULL}, {tok, NULL},
                     {qd, NULL}, .reads_data = true, .exec = exec_qdiff};
-        rc = run_step(r, &s, err);
+        rc = take_step(r, &s, err);
     }
-    if (!rc && !r->stop && wanted(r->cfg, "score")) {
+    if (!rc && !r->stop) {
         step_t s = {"score", "score", {"--qdiff", qd, "--out", sc, "--model", r->start,
                                        "--tokenizer", tok, NULL},
                     {qd, r->start, tok, NULL}, {sc, NULL}, .reads_data = true,
                     .exec = exec_score};
-        rc = run_step(r, &s, err);
+        rc = take_step(r, &s, err);
     }
-    if (!rc && !r->stop && wanted(r->cfg, "select")) {
+    if (!rc && !r->stop) {
         step_t s = {"select", "select", {"--scores", sc, "--out", sel, NULL}, {sc, NULL},
                     {sel, rep, NULL}, .reads_data = true, .exec = exec_select};
-        rc = run_step(r, &s, err);
+        rc = take_step(r, &s, err);
     }
-    if (!rc && !r->stop && wanted(r->cfg, "train")) {
+    if (!rc && !r->stop) {
         step_t s = {"train", "train", {"--data", sel, "--qdiff", qd, "--model", r->start,
                                        "--run-dir", d, "--resume", "auto", NULL},
                     {sel, qd, r->start, tok, NULL}, .before = before_train,
                     .exec = exec_train, .after = after_train};
-        rc = run_step(r, &s, err);
+        rc = take_step(r, &s, err);
     }
     char *ck = NULL;
-    if (!rc && !r->stop && wanted(r->cfg, "export")) {
-        if (comm_rank(r->comm) == 0)
-            rc = newest_checkpoint(d, &ck, err);
-        bool unused = false;
-        int arc = run_agree(r->comm, &unused, &rc, err);
+    if (!rc && !r->stop) {
+        bool want = wanted(r->cfg, "export");
+        int arc = DEFT_OK;
+        if (want) {
+            if (comm_rank(r->comm) == 0)
+                rc = newest_checkpoint(d, &ck, err);
+            bool unused = false;
+            arc = run_agree(r->comm, &unused, &rc, err);
+        } else if (comm_rank(r->comm) == 0) {
+            deft_err_t ignored;  /* no checkpoint: export is simply out of date */
+            char *ckdir = path_in(d, "checkpoints");
+            checkpoint_find_latest(ckdir, false, &ck, &ignored);
+            free(ckdir);
+        }
         if (!arc && !rc) {
             step_t s = {"export", "export", {"--checkpoint", ck ? ck : "", "--out", exp,
                                              "--model", r->start, NULL},
                         {ck ? ck : "", r->start, NULL}, .rank0_only = true,
                         .exec = exec_export, .after = after_export};
-            rc = run_step(r, &s, err);
+            rc = take_step(r, &s, err);
         }
         rc = arc ? arc : rc;
     }
-    if (!rc && !r->stop && wanted(r->cfg, "generate")) {
+    if (!rc && !r->stop) {
         step_t s = {"generate", "run", {NULL}, {r->start, exp, sel, tok, NULL},
                     .reads_data = true, .rank0_only = true, .exec = exec_generate,
                     .after = after_generate};
-        rc = run_step(r, &s, err);
+        rc = take_step(r, &s, err);
     }
     free(ck);
     free(sft);
@@ -431,7 +517,8 @@ static void print_summary(run_ctx_t *r, double t0)
     char *exp = path_in(r->dir, "export"), *gen = path_in(r->dir, "generations.jsonl");
     char *md = path_in(r->dir, "summary.md"), *ck = NULL;
     deft_err_t err;
-    newest_checkpoint(r->dir, &ck, &err);
+    if (!listed(&r->behind, "train"))
+        newest_checkpoint(r->dir, &ck, &err);
     int ndata = cfg_data_len(r->cfg);
     const char **data = xmalloc((size_t)(ndata + 1) * sizeof *data);
     for (int i = 0; i < ndata; i++)
@@ -439,14 +526,15 @@ static void print_summary(run_ctx_t *r, double t0)
     run_summary_opts_t o = {
         .run_dir = r->dir, .data = data, .ndata = ndata,
         .tokenizer = tokenizer_of(r), .start_model = r->start,
-        .qdiff = access(qd, R_OK) ? NULL : qd,
-        .select_report = access(rep, R_OK) ? NULL : rep,
-        .metrics = access(metrics, R_OK) ? NULL : metrics,
-        .plots = access(plots, R_OK) ? NULL : plots,
+        /* the outputs of stages left out of date are stale: not shown */
+        .qdiff = access(qd, R_OK) || listed(&r->behind, "qdiff") ? NULL : qd,
+        .select_report = access(rep, R_OK) || listed(&r->behind, "select") ? NULL : rep,
+        .metrics = access(metrics, R_OK) || listed(&r->behind, "train") ? NULL : metrics,
+        .plots = access(plots, R_OK) || listed(&r->behind, "train") ? NULL : plots,
         .checkpoint = ck,
-        .export_dir = access(exp, R_OK) ? NULL : exp,
-        .generations = access(gen, R_OK) ? NULL : gen,
-        .skipped = r->skipped.data, .ran = r->ran.data,
+        .export_dir = access(exp, R_OK) || listed(&r->behind, "export") ? NULL : exp,
+        .generations = access(gen, R_OK) || listed(&r->behind, "generate") ? NULL : gen,
+        .skipped = r->skipped.data, .ran = r->ran.data, .behind = r->behind.data,
         .seconds = wall_seconds() - t0,
     };
     strbuf_t sb = {0};
@@ -474,8 +562,12 @@ static int run_with_config(comm_t *comm, const cfg_t *cfg, const char *file, def
         return deft_fail(err, DEFT_ERR_USAGE, "run: no starting model: set `model:` in %s "
                          "(a Hugging Face folder)", file);
     int rc = check_stages(cfg, err);
-    if (rc)
-        return rc;
+    if (rc == DEFT_OK && comm_rank(comm) == 0)
+        rc = check_data(cfg, err);
+    bool unused = false;
+    int arc = run_agree(comm, &unused, &rc, err);
+    if (arc || rc)
+        return arc ? arc : rc;
     run_ctx_t r = {.comm = comm, .cfg = cfg, .file = file, .dir = cfg_str(cfg, "run_dir"),
                    .start = xstrdup(cfg_str(cfg, "model")), .redo = cfg_bool(cfg, "force")};
     double t0 = wall_seconds();
@@ -489,10 +581,10 @@ static int run_with_config(comm_t *comm, const cfg_t *cfg, const char *file, def
         if (tee)
             log_tee(tee);
     }
-    bool unused = false;
-    int arc = run_agree(comm, &unused, &rc, err);
+    arc = run_agree(comm, &unused, &rc, err);
     if (!arc && !rc) {
-        log_info("run: %s -> %s, %d ranks", file, r.dir, comm_size(comm));
+        log_info("run: %s -> %s, %d rank%s", file, r.dir, comm_size(comm),
+                 comm_size(comm) == 1 ? "" : "s");
         rc = run_steps(&r, err);
     }
     if (!arc && !rc && !r.stop && comm_rank(comm) == 0)
@@ -503,6 +595,7 @@ static int run_with_config(comm_t *comm, const cfg_t *cfg, const char *file, def
     }
     sb_free(&r.ran);
     sb_free(&r.skipped);
+    sb_free(&r.behind);
     free(r.start);
     return arc ? arc : rc;
 }

@@ -178,11 +178,6 @@ static int record_matches(json_t *rec, run_stage_io_t *io, bool *same, char *why
                           size_t why_n, deft_err_t *err)
 {
     *same = false;
-    const char *cfg = json_string_value(json_object_get(rec, "config"));
-    if (!cfg || strcmp(cfg, io->config_text)) {
-        snprintf(why, why_n, "config changed");
-        return DEFT_OK;
-    }
     json_t *in = json_object_get(rec, "inputs");
     if (json_array_size(in) != (size_t)io->n_inputs) {
         snprintf(why, why_n, "inputs changed");
@@ -194,7 +189,7 @@ static int record_matches(json_t *rec, run_stage_io_t *io, bool *same, char *why
         const char *h = json_string_value(json_object_get(e, "sha256"));
         const char *now;
         if (!p || strcmp(p, io->inputs[i])) {
-            snprintf(why, why_n, "input %s is new", io->inputs[i]);
+            snprintf(why, why_n, "input %s changed (was %s)", io->inputs[i], p ? p : "?");
             return DEFT_OK;
         }
         if (access(io->inputs[i], F_OK)) {
@@ -208,6 +203,13 @@ static int record_matches(json_t *rec, run_stage_io_t *io, bool *same, char *why
             snprintf(why, why_n, "input %s changed", io->inputs[i]);
             return DEFT_OK;
         }
+    }
+    /* after the inputs: a stage's config names its input paths, and a changed
+     * input is the reason to give */
+    const char *cfg = json_string_value(json_object_get(rec, "config"));
+    if (!cfg || strcmp(cfg, io->config_text)) {
+        snprintf(why, why_n, "config changed");
+        return DEFT_OK;
     }
     *same = true;
     return DEFT_OK;
@@ -243,6 +245,14 @@ int run_stage_current(const char *run_dir, const run_stage_io_t *cio, bool *curr
     json_decref(rec);
     free(path);
     return rc;
+}
+
+bool run_stage_recorded(const char *run_dir, const char *stage)
+{
+    char *path = record_path(run_dir, stage, ".json");
+    bool have = access(path, F_OK) == 0;
+    free(path);
+    return have;
 }
 
 int run_stage_begin(const char *run_dir, const run_stage_io_t *cio, bool *same_start,
@@ -636,8 +646,19 @@ static void summary_train(const run_summary_opts_t *o, strbuf_t *out)
     first_last(out, &m, "r_q", "R_Q");
     first_last(out, &m, "acc", "reward accuracy");
     plot_metrics_free(&m);
-    if (o->plots)
-        sb_printf(out, "- plots: `%s/loss.png`, `%s/r_q.png`\n", o->plots, o->plots);
+    static const char *const png[] = {"loss.png", "accuracy.png", "rewards.png", "r_q.png"};
+    const char *sep = "- plots: ";
+    for (size_t i = 0; o->plots && i < DEFT_ARRAY_LEN(png); i++) {
+        strbuf_t p = {0};
+        sb_printf(&p, "%s/%s", o->plots, png[i]);
+        if (access(p.data, R_OK) == 0) {
+            sb_printf(out, "%s`%s`", sep, p.data);
+            sep = ", ";
+        }
+        sb_free(&p);
+    }
+    if (*sep == ',')
+        sb_puts(out, "\n");
 }
 
 static void summary_generations(const run_summary_opts_t *o, strbuf_t *out)
@@ -678,9 +699,12 @@ int run_summary(const run_summary_opts_t *o, strbuf_t *out, deft_err_t *err)
     char dur[32];
     format_duration(dur, sizeof dur, o->seconds);
     sb_printf(out, "# deft run: %s\n\n", o->run_dir);
-    sb_printf(out, "- stages run: %s; skipped (unchanged): %s; time %s\n",
+    sb_printf(out, "- stages run: %s; skipped (unchanged): %s; ",
               o->ran && *o->ran ? o->ran : "none", o->skipped && *o->skipped ? o->skipped
-                                                                             : "none", dur);
+                                                                             : "none");
+    if (o->behind && *o->behind)
+        sb_printf(out, "out of date (not run): %s; ", o->behind);
+    sb_printf(out, "time %s\n", dur);
     summary_data(o, out);
     summary_qdiff(o, out);
     summary_select(o, out);

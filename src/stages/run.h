@@ -30,11 +30,14 @@ int run_path_checksum(const char *path, char hex[65], deft_err_t *err);
 
 /* Whether RUN_DIR/stages/<stage>.json records this config and these inputs
  * (checksums now), and the outputs it names are still there unchanged.
- * When not, why[] says what differs ("no record", "config changed", "input
- * X changed", "output X missing"). Rank-local: rank 0 asks, then
+ * When not, why[] says what differs ("not done yet", "input X changed",
+ * "config changed", "output X is missing"), inputs first. Rank-local: rank 0 asks, then
  * broadcasts (run_agree). */
 int run_stage_current(const char *run_dir, const run_stage_io_t *io, bool *current,
                       char *why, size_t why_n, deft_err_t *err);
+
+/* Whether RUN_DIR/stages/<stage>.json exists: the stage finished once. */
+bool run_stage_recorded(const char *run_dir, const char *stage);
 
 /* Before a stage runs: drops its finished record and writes
  * RUN_DIR/stages/<stage>.started.json (config and inputs). *same_start
@@ -89,6 +92,7 @@ typedef struct {
     const char *generations;    /* generations.jsonl, or NULL */
     const char *skipped;        /* stages skipped this time, space separated */
     const char *ran;            /* stages run this time */
+    const char *behind;         /* stages left out this time and out of date */
     double seconds;             /* wall time of this invocation */
 } run_summary_opts_t;
 

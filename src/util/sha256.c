@@ -136,7 +136,7 @@ int sha256_file(const char *path, char hex[65], deft_err_t *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return deft_fail(err, DEFT_ERR_IO, "%s: cannot open for checksum: %s", path,
+        return deft_fail(err, DEFT_ERR_IO, "%s: cannot open: %s", path,
                          strerror(errno));
     sha256_t s;
     sha256_init(&s);

@@ -55,6 +55,13 @@ for want in "# deft run:" "selected (lowest R_Q" "R_Q (train):" "loss (train):" 
 done
 [ "$(wc -l < "$run/generations.jsonl")" = 2 ] || fail "expected 2 generations"
 grep -q "== train: running" "$run/run.log" || fail "run.log lacks the stage lines"
+for s in qdiff score select train export generate; do
+  grep -q "== $s: running (not done yet)" "$tmp/log1" || fail "reason of the first $s"
+done
+for png in loss accuracy rewards r_q; do
+  grep -qF "plots/$png.png" "$run/summary.md" || fail "summary lacks $png.png"
+done
+grep -q "2 ranks" "$tmp/log1" || fail "rank count"
 k=$(wc -l < "$run/selected.jsonl")
 [ "$k" = 10 ] || fail "selected $k records, expected ceil(0.25 * 40) = 10"
 
@@ -74,6 +81,28 @@ for s in select train export generate; do
 done
 grep -q "== select: running (config changed)" "$tmp/log3" || fail "reason for redoing select"
 [ "$(wc -l < "$run/selected.jsonl")" = 12 ] || fail "fraction 0.3 should keep 12"
+grep -q "== train: running (an earlier stage was redone)" "$tmp/log3" || fail "reason of train"
+
+# 3b. only some stages: those left out behind them are out of date, and the
+# summary shows none of their stale outputs; the next full run names the
+# input that changed
+sed -i 's/fraction: 0.3/fraction: 0.35/' "$tmp/run.yaml"
+mpi "$deft" run "$tmp/run.yaml" --stages select train > "$tmp/log3b" 2>&1 || fail "select train"
+grep -q "out of date (not run): export generate;" "$run/summary.md" || fail "stale stages"
+grep -q "skipped (unchanged): qdiff score;" "$run/summary.md" || fail "unchanged stages"
+grep -qF "exported model:" "$run/summary.md" && fail "the summary shows a stale export"
+grep -qF "before:" "$run/summary.md" && fail "the summary shows stale generations"
+mpi "$deft" run "$tmp/run.yaml" > "$tmp/log3c" 2>&1 || fail "full run after select train"
+grep -q "== export: running (input .*checkpoints/step-[0-9]*\.h5 changed" "$tmp/log3c" \
+  || fail "export should name its changed input checkpoint"
+
+# 3c. a missing data file is named with its config line before any stage
+sed "s|\[$tmp/pairs.jsonl.gz\]|[$tmp/nothing.jsonl]|" "$tmp/run.yaml" > "$tmp/bad.yaml"
+sed -i "s|run_dir: .*|run_dir: $tmp/badrun|" "$tmp/bad.yaml"
+mpi "$deft" run "$tmp/bad.yaml" > "$tmp/logbad" 2>&1 && fail "a run with a missing data file"
+grep -qF "$tmp/nothing.jsonl: cannot open: No such file or directory (data, set at \
+$tmp/bad.yaml:1:" "$tmp/logbad" || fail "missing data file message"
+[ ! -e "$tmp/badrun" ] || fail "the run dir was made before the data check"
 
 # 4. a training stopped mid-way resumes from its checkpoint. SIGTERM goes to
 # the ranks themselves (as Slurm signals its tasks) once training has set up
