@@ -317,6 +317,31 @@ int comm_allgather_f32(comm_t *c, const float *mine, size_t n, float *out, deft_
     return DEFT_OK;
 }
 
+int comm_gather_f32(comm_t *c, const float *mine, size_t n, float *out, int root,
+                    deft_err_t *err)
+{
+    size_t step = chunk_elems(sizeof *mine);
+    if (c->rank == root)
+        memcpy(out + (size_t)root * n, mine, sizeof(float) * n);
+    /* rank by rank and chunk by chunk, so that no count overflows */
+    for (int r = 0; r < c->size; r++) {
+        if (r == root || (c->rank != root && c->rank != r))
+            continue;
+        for (size_t i = 0; i < n; i += step) {
+            int m = (int)(n - i < step ? n - i : step), rc;
+            if (c->rank == root)
+                rc = MPI_Recv(out + (size_t)r * n + i, m, MPI_FLOAT, r, 0, c->mc,
+                              MPI_STATUS_IGNORE);
+            else
+                rc = MPI_Send(mine + i, m, MPI_FLOAT, root, 0, c->mc);
+            if (rc != MPI_SUCCESS)
+                return mpi_fail(err, rc, c->rank == root ? "MPI_Recv (gather)" : "MPI_Send "
+                                "(gather)");
+        }
+    }
+    return DEFT_OK;
+}
+
 // ----------------------------------------------------------------------------
 // sub-communicators
 

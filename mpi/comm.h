@@ -69,6 +69,11 @@ int comm_allreduce_max_f32(comm_t *c, float *buf, size_t n, deft_err_t *err);
 /* Every rank's n floats, in rank order: out[size * n] on every rank. */
 int comm_allgather_f32(comm_t *c, const float *mine, size_t n, float *out, deft_err_t *err);
 
+/* The same on root only (out may be NULL elsewhere): the others need no
+ * room for the whole. */
+int comm_gather_f32(comm_t *c, const float *mine, size_t n, float *out, int root,
+                    deft_err_t *err);
+
 /* Broadcast n bytes from root into buf on every rank. */
 int comm_bcast_bytes(comm_t *c, void *buf, size_t n, int root, deft_err_t *err);
 

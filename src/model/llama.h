@@ -132,9 +132,10 @@ int llama_generate(llama_model_t *m, const int32_t *prompt, int n_prompt, int ma
 // ----------------------------------------------------------------------------
 // tensor parallelism (llama_tp.c)
 
-/* Parameter i in full (full_shape, row-major) on every rank of the tp group:
- * its data, or its gradient when grad. out is host memory [full numel]. */
-int llama_param_gather(const llama_model_t *m, int i, bool grad, float *out,
+/* Parameter i in full (full_shape, row-major) on tp rank root of the group,
+ * or on every rank when root is -1: its data, or its gradient when grad.
+ * out is host memory [full numel] (unused, may be NULL, on other ranks). */
+int llama_param_gather(const llama_model_t *m, int i, bool grad, float *out, int root,
                        deft_err_t *err);
 /* Sets parameter i's local shard from the whole tensor full (host,
  * full_shape); no communication. */
@@ -142,7 +143,7 @@ void llama_param_set_full(llama_model_t *m, int i, const float *full);
 /* The same two for any host array laid out like parameter i (optimizer
  * moments): local [shape] this rank's shard, out / full [full_shape]. */
 int llama_shard_gather(const llama_model_t *m, int i, const float *local, float *out,
-                       deft_err_t *err);
+                       int root, deft_err_t *err);
 void llama_shard_take(const llama_model_t *m, int i, const float *full, float *local);
 
 /* In-place sum over the tp group of x[n] (host), the same bits on every rank

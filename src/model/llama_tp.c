@@ -11,21 +11,26 @@
 #include "model/losses.h"
 
 int llama_shard_gather(const llama_model_t *m, int i, const float *local, float *out,
-                       deft_err_t *err)
+                       int root, deft_err_t *err)
 {
     const llama_param_t *p = &m->params[i];
+    bool here = root < 0 || m->tp_rank == root;   /* this rank receives the whole */
     if (m->tp_size == 1 || p->shard_dim == LLAMA_SHARD_NONE) {
-        memcpy(out, local, sizeof(float) * p->numel);
+        if (here)
+            memcpy(out, local, sizeof(float) * p->numel);
         return DEFT_OK;
     }
+    size_t n = (size_t)p->numel;
     /* shards in rank order are the rows in order */
     if (p->shard_dim == LLAMA_SHARD_ROWS)
-        return comm_allgather_f32(m->tp, local, (size_t)p->numel, out, err);
+        return root < 0 ? comm_allgather_f32(m->tp, local, n, out, err)
+                        : comm_gather_f32(m->tp, local, n, out, root, err);
     /* [tp, rows, cols]: every shard whole, then interleaved row by row */
-    float *all = xmalloc(sizeof(float) * p->numel * m->tp_size);
-    int rc = comm_allgather_f32(m->tp, local, (size_t)p->numel, all, err);
+    float *all = here ? xmalloc(sizeof(float) * n * m->tp_size) : NULL;
+    int rc = root < 0 ? comm_allgather_f32(m->tp, local, n, all, err)
+                      : comm_gather_f32(m->tp, local, n, all, root, err);
     int64_t rows = p->shape[0], cols = p->shape[1];
-    for (int r = 0; r < m->tp_size && !rc; r++)
+    for (int r = 0; r < m->tp_size && !rc && here; r++)
         for (int64_t y = 0; y < rows; y++)
             memcpy(out + y * p->full_shape[1] + r * cols, all + r * p->numel + y * cols,
                    sizeof(float) * cols);
@@ -46,7 +51,7 @@ void llama_shard_take(const llama_model_t *m, int i, const float *full, float *l
                sizeof(float) * p->shape[1]);
 }
 
-int llama_param_gather(const llama_model_t *m, int i, bool grad, float *out,
+int llama_param_gather(const llama_model_t *m, int i, bool grad, float *out, int root,
                        deft_err_t *err)
 {
     const llama_param_t *p = &m->params[i];
@@ -56,7 +61,7 @@ int llama_param_gather(const llama_model_t *m, int i, bool grad, float *out,
                          "(llama_alloc_grads first)", p->name);
     float *mine = xmalloc(sizeof(float) * p->numel);   /* [shape] this rank's shard */
     m->be->to_host(mine, src, sizeof(float) * p->numel);
-    int rc = llama_shard_gather(m, i, mine, out, err);
+    int rc = llama_shard_gather(m, i, mine, out, root, err);
     free(mine);
     return rc;
 }

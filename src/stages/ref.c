@@ -43,7 +43,7 @@ void ref_model_checksum(const llama_model_t *m, char hex[65])
         deft_err_t gerr = {0};
         if (m->tp_size == 1)
             m->be->to_host(host, p->data, numel * sizeof(float));
-        else if (llama_param_gather(m, i, false, host, &gerr))
+        else if (llama_param_gather(m, i, false, host, -1, &gerr))
             /* the hash is then of no file: the reference is computed anew */
             log_warn("ref: %s; the reference file will not be reused", gerr.msg);
         sha256_update(&h, host, numel * sizeof(float));

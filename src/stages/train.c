@@ -735,17 +735,20 @@ static void ckpt_set_make(trainer_t *t, ckpt_set_t *c)
     }
 }
 
-/* Under tensor parallelism: the whole tensors from every rank's shards,
- * on every rank (a collective over the tp group). */
+/* Under tensor parallelism: the whole tensors from every rank's shards
+ * into c on the group's tp rank 0 (a collective over the tp group; c is
+ * NULL on the other ranks, which only send). */
 static int ckpt_set_gather(trainer_t *t, ckpt_set_t *c, deft_err_t *err)
 {
     int rc = DEFT_OK;
     for (int i = 0; i < t->model.n_params && !rc; i++) {
-        rc = llama_param_gather(&t->model, i, false, c->p[i].data, err);
+        rc = llama_param_gather(&t->model, i, false, c ? c->p[i].data : NULL, 0, err);
         if (!rc)
-            rc = llama_shard_gather(&t->model, i, t->opt.p[i].m, c->m[i].data, err);
+            rc = llama_shard_gather(&t->model, i, t->opt.p[i].m, c ? c->m[i].data : NULL, 0,
+                                    err);
         if (!rc)
-            rc = llama_shard_gather(&t->model, i, t->opt.p[i].v, c->v[i].data, err);
+            rc = llama_shard_gather(&t->model, i, t->opt.p[i].v, c ? c->v[i].data : NULL, 0,
+                                    err);
     }
     return rc;
 }
@@ -762,14 +765,13 @@ static int checkpoint_write(trainer_t *t, const rng_t *r, deft_err_t *err)
 {
     int rc = DEFT_OK;
     ckpt_set_t c = {0};
-    /* tp: rank 0's group puts the whole tensors together, rank 0 writes them.
-     * Note: every rank of that group holds them (3x the model in fp32 host
-     * memory); a gather to rank 0 alone would spare the others. */
+    /* tp: the ranks of rank 0's group send their shards to rank 0, which
+     * writes whole tensors (it holds the model and both moments in fp32) */
     if (t->model.tp_size > 1) {
-        if (t->dp_rank == 0) {
+        if (t->rank == 0)
             ckpt_set_make(t, &c);
-            rc = ckpt_set_gather(t, &c, err);
-        }
+        if (t->dp_rank == 0)
+            rc = ckpt_set_gather(t, t->rank == 0 ? &c : NULL, err);
         if ((rc = agree(t, rc, err))) {
             if (c.p)
                 ckpt_set_free(&c);

@@ -150,7 +150,7 @@ static int run_all(llama_model_t *m, comm_t *dp, const int32_t *ids, int s0, int
         const llama_param_t *p = &m->params[i];
         int64_t n = p->full_shape[0] * (p->ndim == 2 ? p->full_shape[1] : 1);
         out->grads[i] = xmalloc(sizeof(float) * n);
-        rc = llama_param_gather(m, i, true, out->grads[i], err);
+        rc = llama_param_gather(m, i, true, out->grads[i], -1, err);
         if (!rc && dp)
             rc = comm_allreduce_sum_f32(dp, out->grads[i], (size_t)n, err);
     }
@@ -241,6 +241,21 @@ static void compare(const char *dir, int tp, const llama_model_t *ref_m, const r
         CHECK_MSG(bad == 0, "tp %d x dp %d: %d gradients differ", tp, g.dp_size, bad);
         CHECK(got.n_gen == ref->n_gen &&
               !memcmp(got.gen, ref->gen, sizeof(int32_t) * (size_t)ref->n_gen));
+    }
+    /* a gather to one rank (as checkpoints do) equals the gather to all */
+    int tests[] = {0, llama_layer_param(0, LLAMA_Q), llama_layer_param(1, LLAMA_DOWN),
+                   llama_layer_param(1, LLAMA_MLP_NORM)};
+    for (int k = 0; k < (int)DEFT_ARRAY_LEN(tests) && !rc; k++) {
+        const llama_param_t *p = &m.params[tests[k]];
+        int64_t n = p->full_shape[0] * (p->ndim == 2 ? p->full_shape[1] : 1);
+        float *all = xmalloc(sizeof(float) * n);
+        float *one = m.tp_rank == tp - 1 ? xmalloc(sizeof(float) * n) : NULL;
+        CHECK(llama_param_gather(&m, tests[k], false, all, -1, &err) == DEFT_OK);
+        CHECK(llama_param_gather(&m, tests[k], false, one, tp - 1, &err) == DEFT_OK);
+        if (one)
+            CHECK_MSG(!memcmp(all, one, sizeof(float) * n), "tp %d: gather of %s to rank %d",
+                      tp, p->name, tp - 1);
+        free(all), free(one);
     }
     /* R_Q's head vector from vocabulary shards */
     double *q = xmalloc(sizeof(double) * V), *u = xmalloc(sizeof(double) * d);
@@ -358,7 +373,7 @@ static void test_shapes(llama_model_t *m)
     for (int64_t k = 0; k < p->numel; k++)
         full[k] = (float)k;
     llama_param_set_full(m, i, full);
-    CHECK(llama_param_gather(m, i, false, back, &err) == DEFT_OK);
+    CHECK(llama_param_gather(m, i, false, back, -1, &err) == DEFT_OK);
     CHECK(!memcmp(full, back, sizeof(float) * p->numel));
     free(full), free(back);
 }
