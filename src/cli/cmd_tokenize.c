@@ -85,7 +85,7 @@ static int tokenize_stream(const tokenizer_t *tok, unsigned flags, FILE *in, FIL
         if (is_blank(line, (size_t)n))
             continue;
         rc = tokenize_line(tok, line, (size_t)n, lineno, flags, &ids, &out, err);
-        if (out.len >= (1 << 16) || rc) {  // what came before a bad line is still written
+        if (out.len && (out.len >= (1 << 16) || rc)) {  // lines before a bad one are written
             fwrite(out.data, 1, out.len, outf);
             out.len = 0;
         }
