@@ -308,7 +308,8 @@ int comm_allreduce_max_f32(comm_t *c, float *buf, size_t n, deft_err_t *err)
 int comm_allgather_f32(comm_t *c, const float *mine, size_t n, float *out, deft_err_t *err)
 {
     /* one broadcast per rank and chunk: no count overflows for any n */
-    memcpy(out + (size_t)c->rank * n, mine, sizeof(float) * n);
+    if (n)  // an empty shard may come with null pointers
+        memcpy(out + (size_t)c->rank * n, mine, sizeof(float) * n);
     for (int r = 0; r < c->size && c->size > 1; r++) {
         int code = comm_bcast_bytes(c, out + (size_t)r * n, sizeof(float) * n, r, err);
         if (code)

@@ -114,6 +114,8 @@ int cmd_train(int argc, char **argv)
         if (comm_rank(comm) == 0)
             cfg_print_table(cfg, stderr);
         rc = train_with_config(comm, cfg, &stopped, &err);
+        if (!rc && stopped)
+            log_info("train: stopped; continue with the same command and --resume auto");
     }
     if (rc == DEFT_ERR_MPI)
         comm_abort(comm, deft_exit_status(rc), "deft train: %s", cli_message("train", err.msg));

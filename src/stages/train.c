@@ -1101,8 +1101,8 @@ static int train_loop(trainer_t *t, bool *stopped, deft_err_t *err)
         if ((rc = comm_allreduce_max_i64(t->comm, &sig, 1, err)))
             return rc;
         if (sig) {
-            log_info("train: stop signal %d at step %lld: writing a checkpoint; continue with "
-                     "--resume auto", (int)sig, (long long)t->step);
+            log_info("train: stop signal %d at step %lld: writing a checkpoint", (int)sig,
+                     (long long)t->step);
             *stopped = true;
             return checkpoint_write(t, &order_rng, err);
         }
