@@ -78,28 +78,5 @@ int qdiff_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
 
 int cmd_qdiff(int argc, char **argv)
 {
-    deft_err_t err = {0};
-    cfg_t *cfg = NULL;
-    int rc = comm_init(&argc, &argv, &err);
-    if (rc) {
-        fprintf(stderr, "deft qdiff: %s\n", cli_message("qdiff", err.msg));
-        return deft_exit_status(rc);
-    }
-    comm_t *comm = comm_world();
-    /* Every rank parses the same arguments and files, so all agree on errors. */
-    rc = cfg_parse(&cfg, "qdiff", argc, argv, &err);
-    if (rc == DEFT_OK) {
-        if (comm_rank(comm) == 0)
-            cfg_print_table(cfg, stderr);
-        rc = qdiff_with_config(comm, cfg, &err);
-    }
-    /* A failed collective may leave other ranks waiting: end them all. */
-    if (rc == DEFT_ERR_MPI)
-        comm_abort(comm, deft_exit_status(rc), "deft qdiff: %s", cli_message("qdiff", err.msg));
-    /* Ranks that only learnt of another rank's failure carry an empty message. */
-    if (rc && rc != DEFT_HELP && err.msg[0] && (rc != DEFT_ERR_USAGE || comm_rank(comm) == 0))
-        log_error("deft qdiff: %s", cli_message("qdiff", err.msg));
-    cfg_free(cfg);
-    comm_finalize();
-    return deft_exit_status(rc);
+    return cli_mpi_main("qdiff", argc, argv, qdiff_with_config);
 }

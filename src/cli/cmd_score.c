@@ -93,28 +93,5 @@ int score_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
 
 int cmd_score(int argc, char **argv)
 {
-    deft_err_t err = {0};
-    cfg_t *cfg = NULL;
-    int rc = comm_init(&argc, &argv, &err);
-    if (rc) {
-        fprintf(stderr, "deft score: %s\n", cli_message("score", err.msg));
-        return deft_exit_status(rc);
-    }
-    comm_t *comm = comm_world();
-    /* Every rank parses the same arguments and files, so all agree on errors. */
-    rc = cfg_parse(&cfg, "score", argc, argv, &err);
-    if (rc == DEFT_OK) {
-        if (comm_rank(comm) == 0)
-            cfg_print_table(cfg, stderr);
-        rc = score_with_config(comm, cfg, &err);
-    }
-    /* A failed collective may leave other ranks waiting: end them all. */
-    if (rc == DEFT_ERR_MPI)
-        comm_abort(comm, deft_exit_status(rc), "deft score: %s", cli_message("score", err.msg));
-    /* Ranks that only learnt of another rank's failure carry an empty message. */
-    if (rc && rc != DEFT_HELP && err.msg[0] && (rc != DEFT_ERR_USAGE || comm_rank(comm) == 0))
-        log_error("deft score: %s", cli_message("score", err.msg));
-    cfg_free(cfg);
-    comm_finalize();
-    return deft_exit_status(rc);
+    return cli_mpi_main("score", argc, argv, score_with_config);
 }

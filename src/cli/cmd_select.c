@@ -40,27 +40,5 @@ int select_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
 
 int cmd_select(int argc, char **argv)
 {
-    deft_err_t err = {0};
-    cfg_t *cfg = NULL;
-    int rc = comm_init(&argc, &argv, &err);
-    if (rc) {
-        fprintf(stderr, "deft select: %s\n", cli_message("select", err.msg));
-        return deft_exit_status(rc);
-    }
-    comm_t *comm = comm_world();
-    /* Every rank parses the same arguments and files: rank 0 speaks for them. */
-    rc = cfg_parse(&cfg, "select", argc, argv, &err);
-    if (rc && rc != DEFT_HELP && comm_rank(comm) == 0)
-        log_error("deft select: %s", cli_message("select", err.msg));
-    if (rc == DEFT_OK) {
-        if (comm_rank(comm) == 0)
-            cfg_print_table(cfg, stderr);
-        rc = select_with_config(comm, cfg, &err);
-        /* A rank that only learnt of another's failure has an empty message. */
-        if (rc && err.msg[0])
-            log_error("deft select: %s", cli_message("select", err.msg));
-    }
-    cfg_free(cfg);
-    comm_finalize();
-    return deft_exit_status(rc);
+    return cli_mpi_main("select", argc, argv, select_with_config);
 }

@@ -17,6 +17,11 @@ typedef struct {
 /* msg without a leading "CMD: ", which the caller's "deft CMD: " already says. */
 const char *cli_message(const char *cmd, const char *msg);
 
+/* Runs stage under MPI with the config section `name` (argv from the
+ * subcommand name on) and returns the exit status. */
+int cli_mpi_main(const char *name, int argc, char **argv,
+                 int (*stage)(comm_t *comm, const cfg_t *cfg, deft_err_t *err));
+
 int cmd_version(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);

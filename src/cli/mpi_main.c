@@ -1,0 +1,37 @@
+/* The frame every MPI stage command shares: start MPI, parse the config
+ * section, print the config table on rank 0, run the stage, report its error
+ * once, end MPI, and turn the code into an exit status. */
+#include <stdio.h>
+
+#include "cli/commands.h"
+#include "util/log.h"
+
+int cli_mpi_main(const char *name, int argc, char **argv,
+                 int (*stage)(comm_t *comm, const cfg_t *cfg, deft_err_t *err))
+{
+    deft_err_t err = {0};
+    cfg_t *cfg = NULL;
+    int rc = comm_init(&argc, &argv, &err);
+    if (rc) {
+        fprintf(stderr, "deft %s: %s\n", name, cli_message(name, err.msg));
+        return deft_exit_status(rc);
+    }
+    comm_t *comm = comm_world();
+    /* Every rank parses the same arguments and files, so all agree on errors. */
+    rc = cfg_parse(&cfg, name, argc, argv, &err);
+    if (rc == DEFT_OK) {
+        if (comm_rank(comm) == 0)
+            cfg_print_table(cfg, stderr);
+        rc = stage(comm, cfg, &err);
+    }
+    /* A failed collective may leave other ranks waiting: end them all. */
+    if (rc == DEFT_ERR_MPI)
+        comm_abort(comm, deft_exit_status(rc), "deft %s: %s", name, cli_message(name, err.msg));
+    /* Ranks that only learnt of another rank's failure carry an empty message;
+     * a usage error is the same on every rank, so rank 0 says it. */
+    if (rc && rc != DEFT_HELP && err.msg[0] && (rc != DEFT_ERR_USAGE || comm_rank(comm) == 0))
+        log_error("deft %s: %s", name, cli_message(name, err.msg));
+    cfg_free(cfg);
+    comm_finalize();
+    return deft_exit_status(rc);
+}
