@@ -14,7 +14,7 @@ static const command_t commands[] = {
     {"select", cmd_select, "keep the lowest-R_Q fraction of each subset"},
     {"train", cmd_train, "preference training: SFT, DPO, PRO, with the DEFT term"},
     {"export", cmd_export, "write a checkpoint as a Hugging Face model folder"},
-    {"plot", cmd_plot, "draw a run's training metrics as PNG files (gnuplot)"},
+    {"plot", cmd_plot, "draw the training metrics of runs as PNG files (gnuplot)"},
     {"tokenize", cmd_tokenize, "print the token ids of JSONL texts (stdin -> stdout)"},
     {"logprobs", cmd_logprobs, "log-probabilities of token sequences (JSON lines) under a model"},
     {"generate", cmd_generate, "complete prompts with a model"},

@@ -194,8 +194,10 @@ static const cfg_key_t export_keys[] = {
 };
 
 static const cfg_key_t plot_keys[] = {
-    KEY("metrics", CFG_STRING, "metrics.jsonl", .help = "training metrics to plot"),
-    KEY("out", CFG_STRING, "plots", .help = "folder for the PNG files"),
+    KEY("metrics", CFG_STRING, "metrics.jsonl",
+        .help = "training metrics to plot; relative: inside each run folder"),
+    KEY("out", CFG_STRING, "plots",
+        .help = "folder for the PNG files; relative: inside the first run folder"),
 };
 
 static const cfg_section_t sections[] = {
@@ -210,7 +212,8 @@ static const cfg_section_t sections[] = {
     SECTION("logprobs", logprobs_keys, "log-probabilities of responses under a model"),
     SECTION("generate", generate_keys, "complete prompts with a model"),
     SECTION("export", export_keys, "write a checkpoint as a Hugging Face model"),
-    SECTION("plot", plot_keys, "plot training metrics", .max_positional = 1),
+    SECTION("plot", plot_keys, "plot the training metrics of one run, or of several together",
+            .max_positional = -1),
 };
 
 const cfg_section_t *cfg_find_section(const char *name)

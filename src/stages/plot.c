@@ -183,26 +183,62 @@ static void sb_label(strbuf_t *sb, const char *s)
     }
 }
 
-/* 1 + the number of other metrics of the panel that appeared before key. */
-static int key_colour(const plot_metrics_t *m, const plot_panel_t *p, const char *key)
+/* Whether series j of run r is the first with data, over the runs in order, of
+ * its metric. */
+static bool key_first_seen(const plot_metrics_t *runs, int r, int j)
 {
-    int c = 1;
-    for (int j = 0; j < m->n; j++) {
-        if (!p->takes(m->s[j].key) || m->s[j].n == 0)
-            continue;
-        if (!strcmp(m->s[j].key, key))
-            return c;
-        bool seen = false;
-        for (int k = 0; k < j && !seen; k++)
-            seen = !strcmp(m->s[k].key, m->s[j].key) && p->takes(m->s[k].key) &&
-                   m->s[k].n > 0;
-        c += !seen;
-    }
-    return c;
+    const char *key = runs[r].s[j].key;
+    for (int q = 0; q <= r; q++)
+        for (int k = 0; k < (q < r ? runs[q].n : j); k++)
+            if (runs[q].s[k].n > 0 && !strcmp(runs[q].s[k].key, key))
+                return false;
+    return true;
 }
 
-static void panel_script(const plot_metrics_t *m, const plot_panel_t *p, const char *png,
-                         strbuf_t *g)
+/* 1 + the number of other metrics of the panel that first appeared before key:
+ * its colour (one run) or its dash type (several runs). */
+static int key_index(const plot_metrics_t *runs, int nruns, const plot_panel_t *p,
+                     const char *key)
+{
+    int c = 0;
+    for (int r = 0; r < nruns; r++) {
+        for (int j = 0; j < runs[r].n; j++) {
+            const plot_series_t *s = &runs[r].s[j];
+            if (!p->takes(s->key) || s->n == 0 || !key_first_seen(runs, r, j))
+                continue;
+            c++;
+            if (!strcmp(s->key, key))
+                return c;
+        }
+    }
+    return c + 1;
+}
+
+/* The plot clause of series i of run r. One run: a colour per metric, so that
+ * its train and eval lines pair up, eval dashed. Several: a colour per run and
+ * a dash type per metric, eval marked by points, the run's label first. */
+static void series_clause(const plot_metrics_t *runs, const char *const *labels, int nruns,
+                          const plot_panel_t *p, int r, int i, strbuf_t *g)
+{
+    const plot_series_t *s = &runs[r].s[i];
+    bool eval = !strcmp(s->split, "eval");
+    int metric = key_index(runs, nruns, p, s->key);
+    sb_printf(g, "$r%ds%d using 1:2 with ", r, i);
+    if (!labels) {
+        sb_printf(g, "%s lw 2 lc %d title \"",
+                  eval ? "linespoints dt 2 pt 7 ps 0.8" : "lines", metric);
+    } else {
+        sb_printf(g, "%s lc %d dt %d title \"",
+                  eval ? "linespoints lw 1 pt 7 ps 0.8" : "lines lw 2", r + 1, metric);
+        sb_label(g, labels[r]);
+        sb_puts(g, ": ");
+    }
+    sb_label(g, s->key);
+    sb_printf(g, " (%s)\"", s->split);
+}
+
+static void panel_script(const plot_metrics_t *runs, const char *const *labels, int nruns,
+                         const plot_panel_t *p, const char *png, strbuf_t *g)
 {
     sb_printf(g, "set terminal pngcairo size 960,540 enhanced font \",11\"\n"
                  "set output \"%s\"\nset title \"", png);
@@ -210,38 +246,37 @@ static void panel_script(const plot_metrics_t *m, const plot_panel_t *p, const c
     sb_puts(g, "\"\nset xlabel \"optimizer step\"\nset ylabel \"");
     sb_label(g, p->ylabel);
     sb_puts(g, "\"\nset grid\nset key outside right top\n");
-    for (int i = 0; i < m->n; i++) {
-        const plot_series_t *s = &m->s[i];
-        if (!p->takes(s->key) || s->n == 0)
-            continue;
-        sb_printf(g, "$s%d << EOD\n", i);
-        for (int64_t j = 0; j < s->n; j++)
-            sb_printf(g, "%.17g %.9g\n", s->step[j], s->value[j]);
-        sb_puts(g, "EOD\n");
+    for (int r = 0; r < nruns; r++) {
+        for (int i = 0; i < runs[r].n; i++) {
+            const plot_series_t *s = &runs[r].s[i];
+            if (!p->takes(s->key) || s->n == 0)
+                continue;
+            sb_printf(g, "$r%ds%d << EOD\n", r, i);
+            for (int64_t j = 0; j < s->n; j++)
+                sb_printf(g, "%.17g %.9g\n", s->step[j], s->value[j]);
+            sb_puts(g, "EOD\n");
+        }
     }
     sb_puts(g, "plot ");
     const char *sep = "";
-    for (int i = 0; i < m->n; i++) {
-        const plot_series_t *s = &m->s[i];
-        if (!p->takes(s->key) || s->n == 0)
-            continue;
-        bool eval = !strcmp(s->split, "eval");
-        /* one colour per metric, so that its train and eval lines pair up */
-        int colour = key_colour(m, p, s->key);
-        sb_printf(g, "%s$s%d using 1:2 with %s lw 2 lc %d title \"", sep, i,
-                  eval ? "linespoints dt 2 pt 7 ps 0.8" : "lines", colour);
-        sb_label(g, s->key);
-        sb_printf(g, " (%s)\"", s->split);
-        sep = ", \\\n     ";
+    for (int r = 0; r < nruns; r++) {
+        for (int i = 0; i < runs[r].n; i++) {
+            if (!p->takes(runs[r].s[i].key) || runs[r].s[i].n == 0)
+                continue;
+            sb_puts(g, sep);
+            series_clause(runs, labels, nruns, p, r, i, g);
+            sep = ", \\\n     ";
+        }
     }
     sb_puts(g, "\n");
 }
 
-static bool panel_has_data(const plot_metrics_t *m, const plot_panel_t *p)
+static bool panel_has_data(const plot_metrics_t *runs, int nruns, const plot_panel_t *p)
 {
-    for (int i = 0; i < m->n; i++)
-        if (p->takes(m->s[i].key) && m->s[i].n > 0)
-            return true;
+    for (int r = 0; r < nruns; r++)
+        for (int i = 0; i < runs[r].n; i++)
+            if (p->takes(runs[r].s[i].key) && runs[r].s[i].n > 0)
+                return true;
     return false;
 }
 
@@ -260,19 +295,20 @@ static int run_gnuplot(const char *script, const char *png, deft_err_t *err)
     return DEFT_OK;
 }
 
-int plot_draw(const plot_metrics_t *m, const char *out_dir, strbuf_t *written,
-              deft_err_t *err)
+int plot_draw_runs(const plot_metrics_t *runs, const char *const *labels, int nruns,
+                   const char *out_dir, const char *prefix, strbuf_t *written,
+                   deft_err_t *err)
 {
     if (!gnuplot_found())
         return deft_fail(err, DEFT_ERR_USAGE, "plot: gnuplot is not on PATH; install it "
                          "(Debian/Ubuntu: apt-get install gnuplot-nox)");
     int rc = export_make_dir(out_dir, err);
     for (size_t i = 0; !rc && i < DEFT_ARRAY_LEN(panels); i++) {
-        if (!panel_has_data(m, &panels[i]))
+        if (!panel_has_data(runs, nruns, &panels[i]))
             continue;
         strbuf_t png = {0}, g = {0};
-        sb_printf(&png, "%s/%s", out_dir, panels[i].file);
-        panel_script(m, &panels[i], png.data, &g);
+        sb_printf(&png, "%s/%s%s", out_dir, prefix, panels[i].file);
+        panel_script(runs, labels, nruns, &panels[i], png.data, &g);
         rc = run_gnuplot(g.data, png.data, err);
         if (!rc && written)
             sb_printf(written, "%s\n", png.data);
@@ -280,4 +316,10 @@ int plot_draw(const plot_metrics_t *m, const char *out_dir, strbuf_t *written,
         sb_free(&g);
     }
     return rc;
+}
+
+int plot_draw(const plot_metrics_t *m, const char *out_dir, strbuf_t *written,
+              deft_err_t *err)
+{
+    return plot_draw_runs(m, NULL, 1, out_dir, "", written, err);
 }

@@ -1,7 +1,7 @@
 /* Training metrics (metrics.jsonl) read into series and drawn as PNG files
  * with gnuplot: the loss and its terms, reward accuracy and margins, and the
  * mean distribution reward R_Q, each against the optimizer step, train and
- * eval records as separate lines. */
+ * eval records as separate lines; several runs can share one set of pictures. */
 #ifndef DEFT_STAGES_PLOT_H
 #define DEFT_STAGES_PLOT_H
 
@@ -42,5 +42,13 @@ const plot_series_t *plot_metrics_find(const plot_metrics_t *m, const char *key,
  * saying how to install it. */
 int plot_draw(const plot_metrics_t *m, const char *out_dir, strbuf_t *written,
               deft_err_t *err);
+
+/* The same pictures for several runs on shared axes, out_dir/<prefix>loss.png
+ * and so on: one line per run and metric, titled "label: metric (split)", a
+ * colour per run and a dash type per metric, eval lines marked by points.
+ * runs and labels are [nruns]; labels NULL draws one run as plot_draw does. */
+int plot_draw_runs(const plot_metrics_t *runs, const char *const *labels, int nruns,
+                   const char *out_dir, const char *prefix, strbuf_t *written,
+                   deft_err_t *err);
 
 #endif
