@@ -76,7 +76,12 @@ static int exec_qdiff(run_ctx_t *r, const cfg_t *cfg, deft_err_t *err)
 
 static int exec_score(run_ctx_t *r, const cfg_t *cfg, deft_err_t *err)
 {
-    return score_with_config(r->comm, cfg, err);
+    int rc = score_with_config(r->comm, cfg, err);
+    /* the stage record stays unfinished, so the next run redoes the stage */
+    if (rc == DEFT_STOPPED)
+        log_info("run: score was stopped by a signal; the next `deft run` redoes it (and "
+                 "every later stage)");
+    return rc;
 }
 
 static int exec_select(run_ctx_t *r, const cfg_t *cfg, deft_err_t *err)

@@ -18,6 +18,7 @@
 #include "stages/qdiff.h"
 #include "util/log.h"
 #include "util/sha256.h"
+#include "util/signals.h"
 
 const char *score_status_name(int status)
 {
@@ -499,14 +500,22 @@ static int score_batch_range(scorer_t *s, size_t lo, size_t hi, sample_out_t *ou
 }
 
 /* This rank's global batches r, r + p, r + 2p, ..., their results back to
- * back in *mine (batch order). */
+ * back in *mine (batch order). The batches go in rounds of p, batch
+ * round * p + rank on each rank (ranks past the last batch idle), and before
+ * every round and after the last one all ranks learn whether any failed or
+ * got a stop signal: ranks hold different batch counts, so the rounds are
+ * the points that every rank reaches. A failure returns the failing rank's
+ * code (DEFT_OK on the others, for agree); a signal returns DEFT_STOPPED on
+ * every rank with *stop_sig set. *scored: samples of the finished rounds. */
 static int score_my_batches(scorer_t *s, comm_t *c, sample_out_t **mine, size_t *nmine,
-                            deft_err_t *err)
+                            size_t *scored, int *stop_sig, deft_err_t *err)
 {
     int rank = comm_rank(c), p = comm_size(c);
     size_t n = s->data->n, B = (size_t)s->o->batch_size;
-    size_t nbatch = (n + B - 1) / B;
+    size_t nbatch = (n + B - 1) / B, rounds = (nbatch + (size_t)p - 1) / (size_t)p;
     *nmine = 0;
+    *scored = 0;
+    *stop_sig = 0;
     for (size_t i = (size_t)rank; i < nbatch; i += (size_t)p)
         *nmine += (i + 1) * B < n ? B : n - i * B;
     *mine = xcalloc(*nmine + 1, sizeof **mine);
@@ -514,7 +523,24 @@ static int score_my_batches(scorer_t *s, comm_t *c, sample_out_t **mine, size_t 
     progress_start(&prog, "score", "samples", (int64_t)n);
     size_t done = 0;
     int rc = DEFT_OK;
-    for (size_t i = (size_t)rank; i < nbatch && !rc; i += (size_t)p) {
+    for (size_t round = 0;; round++) {
+        /* {stop signal, failed}, a max over ranks */
+        int64_t flags[2] = {signals_stop_requested(), rc != DEFT_OK};
+        int mrc = comm_allreduce_max_i64(c, flags, 2, err);
+        if (mrc)
+            return mrc;
+        *scored = round * (size_t)p * B < n ? round * (size_t)p * B : n;
+        if (flags[1])
+            return rc;
+        if (flags[0]) {
+            *stop_sig = (int)flags[0];
+            return DEFT_STOPPED;
+        }
+        if (round == rounds)
+            break;
+        size_t i = round * (size_t)p + (size_t)rank;
+        if (i >= nbatch)
+            continue;
         size_t lo = i * B, hi = lo + B < n ? lo + B : n;
         rc = score_batch_range(s, lo, hi, *mine + done, err);
         done += hi - lo;
@@ -522,9 +548,8 @@ static int score_my_batches(scorer_t *s, comm_t *c, sample_out_t **mine, size_t 
         size_t est = done * (size_t)p;
         progress_update(&prog, (int64_t)(est < n ? est : n), s->tokens * p);
     }
-    if (!rc)
-        progress_end(&prog, (int64_t)n, s->tokens * p);
-    return rc;
+    progress_end(&prog, (int64_t)n, s->tokens * p);
+    return DEFT_OK;
 }
 
 /* Every rank's results, in global sample order, into all[n]. Collective. */
@@ -736,6 +761,35 @@ static int write_output(const score_output_t *w, deft_err_t *err)
 // ----------------------------------------------------------------------------
 // the stage
 
+/* DEFT_STOPPED on every rank when any rank got a stop signal (*sig: the
+ * largest number), DEFT_OK when none did. Collective. */
+static int stop_agreed(comm_t *c, int *sig, deft_err_t *err)
+{
+    int64_t v = signals_stop_requested();
+    int rc = comm_allreduce_max_i64(c, &v, 1, err);
+    *sig = (int)v;
+    return rc ? rc : v ? DEFT_STOPPED : DEFT_OK;
+}
+
+/* A stop keeps nothing: scores.h5 is written whole or not at all, and an
+ * earlier run killed while writing may have left OUT.tmp, removed here. */
+static void log_stop(const score_opts_t *o, comm_t *c, int sig, size_t scored, size_t n,
+                     deft_err_t *err)
+{
+    if (comm_rank(c) == 0) {
+        strbuf_t tmp = {0};
+        sb_printf(&tmp, "%s.tmp", o->out);
+        if (remove(tmp.data) == 0)
+            log_info("score: removed %s, left by an interrupted write", tmp.data);
+        sb_free(&tmp);
+    }
+    log_info("score: stopped by signal %d after %zu of %zu samples; nothing written, run it "
+             "again to redo it", sig, scored, n);
+    /* the message is the log line above: the caller prints no error */
+    err->code = DEFT_STOPPED;
+    err->msg[0] = '\0';
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -815,7 +869,12 @@ int score_run(const score_opts_t *o, comm_t *c, deft_err_t *err)
     pref_data_t d = {0};
     llama_model_t m = {0}, ifd = {0};
     head_vectors_t hv = {0};
-    int rc = score_prepare(o, c, &d, &m, &ifd, &hv, err);
+    /* a signal while loading is honoured before the first batch */
+    int rc = agree(c, signals_install_with_interrupt(err), err);
+    if (!rc)
+        rc = score_prepare(o, c, &d, &m, &ifd, &hv, err);
+    size_t scored = 0;
+    int sig = 0;
     sample_out_t *mine = NULL, *all = NULL;
     scorer_t s = {&m, o->ifd_model ? &ifd : NULL, &hv, &d, o, 0, 0, 0};
     if (!rc) {
@@ -824,7 +883,7 @@ int score_run(const score_opts_t *o, comm_t *c, deft_err_t *err)
                  o->batch_size, o->max_len, o->model, m.cfg.hidden_size, m.cfg.vocab_size,
                  o->qdiff, hv.per_subset ? " (per subset)" : "");
         size_t nmine = 0;
-        rc = agree(c, score_my_batches(&s, c, &mine, &nmine, err), err);
+        rc = agree(c, score_my_batches(&s, c, &mine, &nmine, &scored, &sig, err), err);
         all = xcalloc(d.n + 1, sizeof *all);
         if (!rc)
             rc = gather_results(c, mine, nmine, d.n, (size_t)o->batch_size, all, err);
@@ -850,6 +909,9 @@ int score_run(const score_opts_t *o, comm_t *c, deft_err_t *err)
     char (*hex)[65] = xcalloc(npaths, 65);
     if (!rc)
         rc = hash_files(c, paths, npaths, hex, err);
+    /* the last point to stop: once rank 0 writes, the write is finished */
+    if (!rc && (rc = stop_agreed(c, &sig, err)) == DEFT_STOPPED)
+        scored = d.n;
     if (!rc && comm_rank(c) == 0) {
         score_output_t w = {o, &d, all, paths, nm, hex, &hv, &s, omp_get_max_threads()};
         rc = write_output(&w, err);
@@ -857,6 +919,9 @@ int score_run(const score_opts_t *o, comm_t *c, deft_err_t *err)
             log_summary(&d, all, &s);
     }
     rc = agree(c, rc, err);
+    if (rc == DEFT_STOPPED)
+        log_stop(o, c, sig, scored, d.n, err);
+    signals_restore();
     if (!rc) {
         char took[32];
         format_duration(took, sizeof took, wall_seconds() - t0);

@@ -50,7 +50,7 @@ const char *deft_code_name(deft_code_t code)
 {
     static const char *names[] = {"ok", "usage error", "I/O error", "format error",
                                   "data error", "out of memory", "MPI error",
-                                  "internal error", "help"};
+                                  "internal error", "help", "stopped by a signal"};
     return (unsigned)code < DEFT_ARRAY_LEN(names) ? names[code] : "unknown error";
 }
 

@@ -18,6 +18,7 @@ typedef enum {
     DEFT_ERR_MPI,
     DEFT_ERR_INTERNAL,
     DEFT_HELP,         /* not an error: --help was printed, exit 0 */
+    DEFT_STOPPED,      /* a stop signal ended a stage that keeps nothing: exit 1 */
 } deft_code_t;
 
 /* Message says what failed and where: file, line of input, field, value. */
@@ -31,8 +32,8 @@ typedef struct {
 int deft_fail(deft_err_t *err, deft_code_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Process exit status for a code: 0 ok/help, 1 runtime (io, nomem, mpi, internal),
- * 2 usage or config, 3 data or format. */
+/* Process exit status for a code: 0 ok/help, 1 runtime (io, nomem, mpi, internal)
+ * or stopped by a signal, 2 usage or config, 3 data or format. */
 int deft_exit_status(deft_code_t code);
 
 const char *deft_code_name(deft_code_t code);

@@ -15,6 +15,7 @@ int main(void)
     CHECK(deft_exit_status(DEFT_ERR_USAGE) == 2);
     CHECK(deft_exit_status(DEFT_ERR_FORMAT) == 3);
     CHECK(deft_exit_status(DEFT_ERR_IO) == 1);
+    CHECK(deft_exit_status(DEFT_STOPPED) == 1);  /* a stop is not a success */
 
     strbuf_t sb = {0};
     for (int i = 0; i < 1000; i++)

@@ -1,6 +1,7 @@
-/* Stop-signal handlers: SIGTERM and SIGUSR1 set the polled flag instead of
- * killing the process, clear and restore work, and a second signal while
- * one is pending ends the process with the default action. */
+/* Stop-signal handlers: SIGTERM and SIGUSR1 (and SIGINT in the interrupt
+ * form) set the polled flag instead of killing the process, clear and
+ * restore work, and a second signal while one is pending ends the process
+ * with the default action. */
 #include "util/signals.h"
 #include "test_util.h"
 
@@ -84,11 +85,34 @@ static void test_kill_from_outside(void)
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
 }
 
+static void test_interrupt(void)
+{
+    /* training's form leaves SIGINT as it was (here: ignored) */
+    signal(SIGINT, SIG_IGN);
+    deft_err_t err = {0};
+    CHECK(signals_install(&err) == DEFT_OK);
+    raise(SIGINT);
+    CHECK(signals_stop_requested() == 0);
+    /* the interrupt form catches it, and restore puts the ignore back */
+    CHECK(signals_install_with_interrupt(&err) == DEFT_OK);
+    raise(SIGINT);
+    CHECK(signals_stop_requested() == SIGINT);
+    signals_clear();
+    raise(SIGTERM);
+    CHECK(signals_stop_requested() == SIGTERM);
+    signals_clear();
+    signals_restore();
+    raise(SIGINT);
+    CHECK(signals_stop_requested() == 0);
+    signal(SIGINT, SIG_DFL);
+}
+
 int main(void)
 {
     test_flag();
     test_restore();
     test_second_signal_kills();
     test_kill_from_outside();
+    test_interrupt();
     TEST_DONE();
 }
