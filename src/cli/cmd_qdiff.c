@@ -15,30 +15,6 @@
 #define DEFT_VERSION "0.1.0"
 #endif
 
-/* Every rank loads the same tokenizer and fails the same way: agree, so
- * that the message is printed once. */
-static int load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok,
-                          deft_err_t *err)
-{
-    int rc = path ? tok_load(tok, path, err)
-                  : deft_fail(err, DEFT_ERR_USAGE, "qdiff: no tokenizer: give --tokenizer "
-                              "PATH (a model folder, tokenizer.json or tokenizer.model) or "
-                              "--model DIR");
-    int agreed = 0, first = -1;
-    deft_err_t merr;
-    if (comm_agree(comm, rc, &agreed, &first, &merr)) {
-        *err = merr;
-        return DEFT_ERR_MPI;
-    }
-    if (agreed && comm_rank(comm) != first)
-        err->msg[0] = '\0';
-    if (agreed && !rc) {
-        tok_free(*tok);
-        *tok = NULL;
-    }
-    return agreed;
-}
-
 int qdiff_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
 {
     int ndata = cfg_data_len(cfg);
@@ -49,7 +25,10 @@ int qdiff_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
     /* the model folder holds its tokenizer unless one is named */
     const char *tok_path = cfg_str(cfg, "tokenizer") ? cfg_str(cfg, "tokenizer")
                                                      : cfg_str(cfg, "model");
-    int rc = load_tokenizer(comm, tok_path, &tok, err);
+    if (!tok_path)  /* the same on every rank: a usage error, said once */
+        return deft_fail(err, DEFT_ERR_USAGE, "qdiff: no tokenizer: give --tokenizer PATH (a "
+                         "model folder, tokenizer.json or tokenizer.model) or --model DIR");
+    int rc = cli_load_tokenizer(comm, tok_path, &tok, err);
     if (rc)
         return rc;
     data_source_t *src = xcalloc((size_t)ndata, sizeof *src);

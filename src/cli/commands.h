@@ -22,6 +22,11 @@ const char *cli_message(const char *cmd, const char *msg);
 int cli_mpi_main(const char *name, int argc, char **argv,
                  int (*stage)(comm_t *comm, const cfg_t *cfg, deft_err_t *err));
 
+/* Loads the tokenizer on every rank and agrees on the outcome, so a failure
+ * is reported once and every rank returns the same code. */
+typedef struct tokenizer tokenizer_t;
+int cli_load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok, deft_err_t *err);
+
 int cmd_version(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);

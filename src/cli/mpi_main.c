@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "cli/commands.h"
+#include "tok/tokenizer.h"
 #include "util/log.h"
 
 int cli_mpi_main(const char *name, int argc, char **argv,
@@ -34,4 +35,23 @@ int cli_mpi_main(const char *name, int argc, char **argv,
     cfg_free(cfg);
     comm_finalize();
     return deft_exit_status(rc);
+}
+
+int cli_load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok, deft_err_t *err)
+{
+    int rc = tok_load(tok, path, err);
+    int agreed = 0, first = -1;
+    deft_err_t merr;
+    if (comm_agree(comm, rc, &agreed, &first, &merr)) {
+        *err = merr;
+        return DEFT_ERR_MPI;
+    }
+    /* one rank speaks for all; the others carry an empty message */
+    if (agreed && comm_rank(comm) != first)
+        err->msg[0] = '\0';
+    if (agreed && !rc) {
+        tok_free(*tok);
+        *tok = NULL;
+    }
+    return agreed;
 }

@@ -17,7 +17,8 @@ echo '{"text": "a"}' | timeout 30 "$deft" tokenize --tokenizer "$tmp/huge.model"
     >/dev/null 2>"$tmp/log"
 rc=$?
 [ $rc -eq 3 ] || { cat "$tmp/log"; bad "huge rank: exit $rc, expected 3"; }
-grep -q "huge.model:2: .*got 'Ig== 2000000000'" "$tmp/log" || { cat "$tmp/log"; bad "huge rank: message"; }
+grep -q "huge.model:2: .*got 'Ig== 2000000000'" "$tmp/log" ||
+    { cat "$tmp/log"; bad "huge rank: message"; }
 
 # a malformed line is quoted as it was in the file (it was quoted after free)
 printf 'IQ== 0\nnot-base64!! 1\n' >"$tmp/bad.model"
