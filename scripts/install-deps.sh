@@ -13,6 +13,7 @@ packages=(
   zlib1g-dev                          # .jsonl.gz
   libopenblas-dev                     # CPU GEMM
   gnuplot-nox                         # deft plot
+  jq procps gzip                      # used by the command tests
 )
 
 missing=()
