@@ -6,13 +6,14 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   openmpi-bin libopenmpi-dev          # ranks and collectives
+  openssh-client                      # Open MPI's launcher looks for ssh even on one node
   libhdf5-openmpi-dev hdf5-tools      # Q_diff, scores, checkpoints
   libyaml-dev                         # config files
   libpcre2-dev                        # tokenizer pre-split (Unicode regex, JIT)
   libjansson-dev                      # JSON / JSONL
   zlib1g-dev                          # .jsonl.gz
   libopenblas-dev                     # CPU GEMM
-  gnuplot-nox                         # deft plot
+  gnuplot-nox fonts-liberation        # deft plot (PNG text needs a font)
   jq procps gzip                      # used by the command tests
 )
 
