@@ -31,11 +31,7 @@ int qdiff_with_config(comm_t *comm, const cfg_t *cfg, deft_err_t *err)
     int rc = cli_load_tokenizer(comm, tok_path, &tok, err);
     if (rc)
         return rc;
-    data_source_t *src = xcalloc((size_t)ndata, sizeof *src);
-    for (int i = 0; i < ndata; i++) {
-        const cfg_data_file_t *df = cfg_data_at(cfg, i);
-        src[i] = (data_source_t){df->path, df->subset, df->format};
-    }
+    data_source_t *src = cli_data_sources(cfg);
     qdiff_opts_t opts = {
         .src = src,
         .nsrc = ndata,

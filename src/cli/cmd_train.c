@@ -31,12 +31,8 @@ int train_with_config(comm_t *comm, const cfg_t *cfg, bool *stopped, deft_err_t 
         return deft_fail(err, DEFT_ERR_USAGE, "train: backend cuda: training runs on the CPU "
                          "backend only; use backend auto or cpu");
     int neval = cfg_list_len(cfg, "eval_data");
-    data_source_t *src = xcalloc((size_t)ndata, sizeof *src);
+    data_source_t *src = cli_data_sources(cfg);
     data_source_t *esrc = xcalloc((size_t)neval + 1, sizeof *esrc);
-    for (int i = 0; i < ndata; i++) {
-        const cfg_data_file_t *df = cfg_data_at(cfg, i);
-        src[i] = (data_source_t){df->path, df->subset, df->format};
-    }
     for (int i = 0; i < neval; i++)
         esrc[i] = (data_source_t){cfg_list_at(cfg, "eval_data", i), NULL, NULL};
     strbuf_t text = {0};

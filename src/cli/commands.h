@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "config/config.h"
+#include "data/records.h"
 #include "mpi/comm.h"
 
 typedef struct {
@@ -26,6 +27,9 @@ int cli_mpi_main(const char *name, int argc, char **argv,
  * is reported once and every rank returns the same code. */
 typedef struct tokenizer tokenizer_t;
 int cli_load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok, deft_err_t *err);
+
+/* The config's data list as reader sources (caller frees; paths point into cfg). */
+data_source_t *cli_data_sources(const cfg_t *cfg);
 
 int cmd_version(int argc, char **argv);
 int cmd_init(int argc, char **argv);

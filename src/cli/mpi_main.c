@@ -1,10 +1,12 @@
-/* The frame every MPI stage command shares: start MPI, parse the config
+/* What the MPI stage commands share: the frame (start MPI, parse the config
  * section, print the config table on rank 0, run the stage, report its error
- * once, end MPI, and turn the code into an exit status. */
+ * once, end MPI, turn the code into an exit status), a collective tokenizer
+ * load, and the data list as reader sources. */
 #include <stdio.h>
 
 #include "cli/commands.h"
 #include "tok/tokenizer.h"
+#include "util/common.h"
 #include "util/log.h"
 
 int cli_mpi_main(const char *name, int argc, char **argv,
@@ -54,4 +56,15 @@ int cli_load_tokenizer(comm_t *comm, const char *path, tokenizer_t **tok, deft_e
         *tok = NULL;
     }
     return agreed;
+}
+
+data_source_t *cli_data_sources(const cfg_t *cfg)
+{
+    int n = cfg_data_len(cfg);
+    data_source_t *src = xcalloc((size_t)n + 1, sizeof *src);
+    for (int i = 0; i < n; i++) {
+        const cfg_data_file_t *df = cfg_data_at(cfg, i);
+        src[i] = (data_source_t){df->path, df->subset, df->format};
+    }
+    return src;
 }
