@@ -11,8 +11,8 @@ l0=$(first "$work/dpo" eval loss); l1=$(last "$work/dpo" eval loss)
 a0=$(first "$work/dpo" eval acc); a1=$(last "$work/dpo" eval acc)
 check "DPO lowers its loss ($l0 -> $l1)" "$(jq_true "$l1 < $l0")"
 check "DPO reward accuracy $a0 -> $a1 > 0.5" "$(jq_true "$a1 > 0.5 and $a1 > $a0")"
-check "DPO: one metrics line per step" \
-    "$(jq_true "$(jq -s 'map(select(.split == "train")) | length' "$work/dpo/metrics.jsonl") == 12")"
+n_train=$(jq -s 'map(select(.split == "train")) | length' "$work/dpo/metrics.jsonl")
+check "DPO: one metrics line per step" "$(jq_true "$n_train == 12")"
 check "DPO: final checkpoint" "$([ -f "$work/dpo/checkpoints/step-000012.h5" ]; echo $?)"
 
 train "$work/pro" --data "$work/pro.jsonl" --eval-data "$work/pro.jsonl" --method pro \
